@@ -1,0 +1,20 @@
+# EMBED ROI patch pipeline: metadata filtering, ROI validation, patch shards, report.
+# Run `snakemake --cores N`; configuration in config.yaml (schema in workflow/schemas/).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/metadata.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/metadata/filtered.parquet",
+        f"{RESULTS}/metadata/filter_summary.json",
+    default_target: True

@@ -1,0 +1,1 @@
+"""Turn the radiologist ROIs of the EMBED mammography dataset into patch shards."""

@@ -1,0 +1,102 @@
+"""Validate the pipeline's configuration against its JSON schema, filling defaults."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+DEMO_SOURCE_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong kind."""
+
+
+def _properties_with_defaults(validator, properties, instance, schema) -> Iterator:
+    """The `properties` keyword, but first fill in each missing property's default."""
+    if isinstance(instance, dict):
+        for name, subschema in properties.items():
+            if "default" in subschema and name not in instance:
+                instance[name] = copy.deepcopy(subschema["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](
+        validator, properties, instance, schema
+    )
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"properties": _properties_with_defaults}
+)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict:
+    """Return a copy of `config` validated against the schema with defaults filled in.
+
+    Raises ConfigError with one line naming the offending key and what was expected.
+    """
+    schema = yaml.safe_load(schema_path.read_text())
+    filled = copy.deepcopy(dict(config))
+    error = jsonschema.exceptions.best_match(_DefaultFillingValidator(schema).iter_errors(filled))
+    if error is not None:
+        raise ConfigError(f"config key '{_key_of(error)}': {error.message}")
+    _check_inputs(filled)
+    return filled
+
+
+def _check_inputs(config: Mapping[str, Any]) -> None:
+    if config["metadata"] is None:
+        stray = [key for key in ("clinical", "dicom_root") if config[key] is not None]
+        stray += ["path_rewrite"] if config["path_rewrite"] else []
+        if stray:
+            raise ConfigError(
+                f"config key '{stray[0]}': set only with 'metadata' "
+                "(metadata null means the demo cohort, which brings its own)"
+            )
+    elif config["dicom_root"] is None:
+        raise ConfigError("config key 'dicom_root': required when 'metadata' is set")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where the pipeline's input tables and images are, demo or user data."""
+
+    metadata: str
+    clinical: str | None
+    dicom_root: str
+    path_rewrite: tuple[tuple[str, str], ...]
+    is_demo: bool
+
+
+def demo_dir(config: Mapping[str, Any]) -> str:
+    """Folder the synthetic demo cohort is written to."""
+    return f"{config['results']}/demo"
+
+
+def resolve_inputs(config: Mapping[str, Any]) -> Inputs:
+    """The input locations a validated config asks for (the demo's when metadata is null)."""
+    if config["metadata"] is None:
+        root = f"{demo_dir(config)}/images"
+        return Inputs(
+            metadata=f"{demo_dir(config)}/tables/metadata.csv",
+            clinical=f"{demo_dir(config)}/tables/clinical.csv",
+            dicom_root=root,
+            path_rewrite=((DEMO_SOURCE_PREFIX, f"{root}/"),),
+            is_demo=True,
+        )
+    return Inputs(
+        metadata=config["metadata"],
+        clinical=config["clinical"],
+        dicom_root=config["dicom_root"],
+        path_rewrite=tuple((rule["from"], rule["to"]) for rule in config["path_rewrite"]),
+        is_demo=False,
+    )

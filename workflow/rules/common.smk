@@ -1,0 +1,20 @@
+import os
+import sys
+
+# The library package lives in workflow/; rule scripts (run by their own Python,
+# perhaps in a conda env) find it through PYTHONPATH.
+WORKFLOW_DIR = os.path.join(workflow.basedir, "workflow")
+sys.path.insert(0, WORKFLOW_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [WORKFLOW_DIR, os.environ.get("PYTHONPATH")])
+)
+
+from embedpatch.config import ConfigError, resolve_inputs, validate_config
+
+try:
+    config.update(validate_config(config))
+except ConfigError as error:
+    sys.exit(f"Invalid configuration: {error}")
+
+RESULTS = config["results"]
+INPUTS = resolve_inputs(config)
