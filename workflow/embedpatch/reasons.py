@@ -1,0 +1,49 @@
+"""Machine-readable codes for every row or ROI the pipeline drops, refuses or flags."""
+
+from enum import StrEnum
+
+
+class FilterReason(StrEnum):
+    """Why the metadata filter did not keep an image row."""
+
+    IMAGE_TYPE = "image_type"  # FinalImageType not 2D / 3D / cview
+    CVIEW_EXCLUDED = "cview_excluded"  # C-view row while cview_as_2d is false
+    DBT_WITHOUT_ROI = "3d_without_roi"  # 3D row with no ROI declared
+    SPOT_MAG = "spot_mag"  # spot compression / magnification view
+    VIEW_POSITION = "view_position"  # ViewPosition not in filter.view_positions
+    LATERALITY = "laterality"  # ImageLateralityFinal not in filter.lateralities
+    MANUFACTURER = "manufacturer"  # Manufacturer not in filter.manufacturers
+    PATH_OUTSIDE_ROOT = "path_outside_root"  # anon_dicom_path escapes dicom_root
+    PATH_MISSING = "path_missing"  # anon_dicom_path empty
+
+
+class RoiReason(StrEnum):
+    """Why an ROI (roi_index >= 0) or a whole image row (roi_index -1) was refused."""
+
+    MALFORMED_COORDS = "malformed_coords"  # ROI_coords is not a list of boxes
+    MALFORMED_FRAMES = "malformed_frames"  # ROI_frames is not a list of frame lists
+    COUNT_MISMATCH = "count_mismatch"  # number of boxes differs from num_ROI
+    WRONG_ARITY = "wrong_arity"  # a box without exactly 4 values
+    NON_INTEGER = "non_integer"  # a coordinate or frame that is not an integer
+    INVERTED_BOX = "inverted_box"  # ymin > ymax or xmin > xmax
+    EMPTY_BOX = "empty_box"  # zero height or width
+    OUTSIDE_IMAGE = "outside_image"  # no pixel of the box lies in the image
+    CROSSES_BORDER = "crosses_border"  # box crosses the border, border policy 'reject'
+    FRAMES_MISSING = "frames_missing"  # 3D ROI without frame indices
+    FRAMES_OUT_OF_RANGE = "frames_out_of_range"  # frame index not in [0, n_frames)
+    FRAMES_ON_2D = "frames_on_2d"  # frame indices on a 2D / C-view row
+    FRAMES_LENGTH_MISMATCH = "frames_length_mismatch"  # ROI_frames and ROI_coords lengths differ
+    IMAGE_MISSING = "image_missing"  # DICOM file not found
+    IMAGE_UNREADABLE = "image_unreadable"  # DICOM file cannot be parsed or decoded
+    DIMENSION_MISMATCH = "dimension_mismatch"  # table Rows/Columns/frames disagree with the image
+    NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box, policy 'drop'
+    SUSPECT_FLIP = "suspect_flip"  # box on background, mirror on tissue, policy 'reject'
+
+
+class RoiWarning(StrEnum):
+    """Flags on accepted ROIs: kept, but worth a look."""
+
+    CLIPPED = "clipped"  # box crossed the border and was clipped to the image
+    NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box
+    SUSPECT_FLIP = "suspect_flip"  # box on background, its x-mirror on tissue
+    FLIP_FIXED = "flip_fixed"  # suspect flip replaced by its mirror (policy 'fix')
