@@ -14,7 +14,7 @@ include: "workflow/rules/metadata.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/metadata/filtered.parquet",
         f"{RESULTS}/metadata/filter_summary.json",
-    default_target: True

@@ -19,7 +19,9 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong kind."""
 
 
-def _properties_with_defaults(validator, properties, instance, schema) -> Iterator:
+def _properties_with_defaults(
+    validator: jsonschema.protocols.Validator, properties: dict, instance: Any, schema: dict
+) -> Iterator[jsonschema.ValidationError]:
     """The `properties` keyword, but first fill in each missing property's default."""
     if isinstance(instance, dict):
         for name, subschema in properties.items():

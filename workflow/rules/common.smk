@@ -5,8 +5,10 @@ import sys
 # perhaps in a conda env) find it through PYTHONPATH.
 WORKFLOW_DIR = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, WORKFLOW_DIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [WORKFLOW_DIR, os.environ.get("PYTHONPATH")])
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(None, [WORKFLOW_DIR, os.environ.get("PYTHONPATH")])
+    )
 )
 
 from embedpatch.config import ConfigError, resolve_inputs, validate_config

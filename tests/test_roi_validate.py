@@ -1,0 +1,325 @@
+"""Tests of ROI validation against the image's real size, and of the box geometry."""
+
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.roi_validate import (
+    AcceptedRoi,
+    ImageBounds,
+    ImageRoiResult,
+    RoiPolicy,
+    RoiRejection,
+    RoiRow,
+    box_area,
+    clip_box,
+    iou,
+    mirror_box_x,
+    validate_image_rois,
+)
+
+QUICK = settings(max_examples=200, deadline=None)
+IMAGE = ImageBounds(rows=100, columns=80, n_frames=12)
+CALLER_REASONS = {RoiReason.IMAGE_MISSING, RoiReason.IMAGE_UNREADABLE, RoiReason.SUSPECT_FLIP}
+
+
+def row_2d(coords, num_roi=None, frames="[]", **table):
+    return RoiRow("2D", num_roi, coords, frames, **table)
+
+
+def row_3d(coords, frames, num_roi=None, **table):
+    return RoiRow("3D", num_roi, coords, frames, **table)
+
+
+# (expected reason, row, policy, expected roi_index)
+REASON_CASES = [
+    ("malformed_coords", row_2d("[[10, 10, 20, 20]", 1), RoiPolicy(), -1),
+    ("malformed_frames", row_3d("[[10, 10, 20, 20]]", "[[1, 2]", 1), RoiPolicy(), -1),
+    ("count_mismatch", row_2d("[[10, 10, 20, 20]]", 2), RoiPolicy(), -1),
+    ("wrong_arity", row_2d("[[10, 10, 20, 20], [1, 2, 3]]", 2), RoiPolicy(), 1),
+    ("non_integer", row_2d("[[10, 10, 20.5, 20], [1, 2, 3, 4]]", 2), RoiPolicy(), 0),
+    ("inverted_box", row_2d("[[1, 2, 3, 4], [30, 10, 20, 20]]"), RoiPolicy(), 1),
+    ("empty_box", row_2d("[[10, 10, 10, 20]]"), RoiPolicy(), 0),
+    ("outside_image", row_2d("[[1, 2, 3, 4], [10, 80, 20, 90]]"), RoiPolicy(), 1),
+    ("crosses_border", row_2d("[[90, 10, 120, 20]]"), RoiPolicy(border="reject"), 0),
+    ("frames_missing", row_3d("[[1, 2, 3, 4], [10, 10, 20, 20]]", "[[1], []]"), RoiPolicy(), 1),
+    ("frames_out_of_range", row_3d("[[10, 10, 20, 20]]", "[[11, 12]]"), RoiPolicy(), 0),
+    ("frames_on_2d", row_2d("[[10, 10, 20, 20]]", 1, "[[3]]"), RoiPolicy(), -1),
+    ("frames_length_mismatch", row_3d("[[1, 2, 3, 4], [5, 6, 7, 8]]", "[[1]]"), RoiPolicy(), -1),
+    ("dimension_mismatch", row_2d("[[10, 10, 20, 20]]", table_rows=3328), RoiPolicy(), -1),
+    (
+        "near_duplicate",
+        row_2d("[[10, 10, 50, 50], [11, 10, 50, 51]]"),
+        RoiPolicy(near_duplicate="drop"),
+        1,
+    ),
+]
+
+
+def test_every_validation_reason_has_a_case():
+    covered = {RoiReason(name) for name, *_ in REASON_CASES}
+    assert covered == set(RoiReason) - CALLER_REASONS
+
+
+@pytest.mark.parametrize(("reason", "row", "policy", "roi_index"), REASON_CASES)
+def test_each_reason(reason, row, policy, roi_index):
+    result = validate_image_rois(row, IMAGE, policy)
+    matching = [rej for rej in result.rejected if rej.reason == reason]
+    assert [rej.roi_index for rej in matching] == [roi_index]
+    if roi_index == -1:
+        assert result.whole_row_rejection == matching[0]
+    else:
+        assert result.whole_row_rejection is None
+        assert len(result.accepted) + len(result.rejected) == result.declared
+
+
+@pytest.mark.parametrize(
+    ("row", "detail"),
+    [
+        (row_3d("[[10, 10, 20, 20]]", "[[14]]"), "frame 14 not in [0, 12)"),
+        (row_2d("[[10, 10, 20, 20]]", 2), "1 boxes in ROI_coords, num_ROI 2"),
+        (row_2d("[[10, 10, 20, 20]]", 2.5), "num_ROI 2.5 is not a non-negative integer"),
+        (row_2d("[[1, 2, 3, 4]]", table_columns=81.0), "table Columns 81, image 80"),
+        (row_2d("[[30, 10, 20, 20]]"), "box [30, 10, 20, 20]: height -10, width 10"),
+        (row_2d("[[1, 2, 3.0, 4]]"), "ROI_coords[0]: '3.0' is not a 64-bit integer"),
+    ],
+)
+def test_details_name_the_offending_value(row, detail):
+    assert validate_image_rois(row, IMAGE).rejected[0].detail == detail
+
+
+def test_doc_examples_are_accepted():
+    dbt = row_3d("[[30, 11, 40, 17]]", "[[3, 1, 2, 3]]", num_roi=1, table_frames=12.0)
+    (roi,) = validate_image_rois(dbt, IMAGE).accepted
+    assert roi == AcceptedRoi(0, 30, 11, 40, 17, frames=(1, 2, 3))
+    legacy = RoiRow("cview", 2.0, "((1, 2, 3, 4), (50, 60, 100, 80))", "()", 100, 80, 1)
+    result = validate_image_rois(legacy, IMAGE)
+    assert [roi.box for roi in result.accepted] == [(1, 2, 3, 4), (50, 60, 100, 80)]
+    assert all(roi.frames == () and roi.warnings == () for roi in result.accepted)
+
+
+def test_border_clip_policy_clips_and_warns():
+    row = row_2d("[[-5, 70, 20, 90], [90, -3, 101, 5]]")
+    result = validate_image_rois(row, IMAGE, RoiPolicy(border="clip"))
+    assert [roi.box for roi in result.accepted] == [(0, 70, 20, 80), (90, 0, 100, 5)]
+    assert all(roi.clipped and roi.warnings == (RoiWarning.CLIPPED,) for roi in result.accepted)
+
+
+def test_box_touching_the_edge_is_not_clipped():
+    (roi,) = validate_image_rois(row_2d("[[0, 0, 100, 80]]"), IMAGE).accepted
+    assert not roi.clipped
+
+
+def test_near_duplicate_flag_policy():
+    row = row_2d("[[10, 10, 50, 50], [11, 10, 50, 51], [60, 60, 70, 70]]")
+    result = validate_image_rois(row, IMAGE, RoiPolicy(near_duplicate="flag"))
+    assert [roi.near_duplicate_of for roi in result.accepted] == [None, 0, None]
+    assert result.accepted[1].warnings == (RoiWarning.NEAR_DUPLICATE,)
+
+
+def test_near_duplicates_only_of_originals_so_flag_and_drop_agree():
+    # B overlaps A and C, A and C overlap too little: only B is a near-duplicate.
+    row = row_2d("[[0, 0, 10, 10], [0, 1, 10, 11], [0, 2, 10, 12]]")
+    policy = RoiPolicy(near_duplicate_iou=0.7)
+    flagged = validate_image_rois(row, IMAGE, policy)
+    dropped = validate_image_rois(row, IMAGE, RoiPolicy(near_duplicate="drop"))
+    assert [roi.near_duplicate_of for roi in flagged.accepted] == [None, 0, None]
+    assert [roi.roi_index for roi in dropped.accepted] == [0, 2]
+    assert dropped.rejected[0].detail == "IoU 0.818 with ROI 0 > 0.7"
+
+
+@pytest.mark.parametrize("frames", ["[[3]]", "[[]]", "((3,),)"])
+@pytest.mark.parametrize("image_type", ["2D", "cview"])
+def test_any_frames_entry_on_a_flat_image_rejects_the_row(image_type, frames):
+    row = RoiRow(image_type, 1, "[[1, 2, 3, 4]]", frames)
+    assert validate_image_rois(row, IMAGE).whole_row_rejection.reason == RoiReason.FRAMES_ON_2D
+
+
+def test_3d_without_frames_rejects_each_roi():
+    result = validate_image_rois(row_3d("[[1, 2, 3, 4], [5, 6, 7, 8]]", math.nan), IMAGE)
+    assert [(rej.roi_index, rej.reason) for rej in result.rejected] == [
+        (0, RoiReason.FRAMES_MISSING),
+        (1, RoiReason.FRAMES_MISSING),
+    ]
+
+
+def test_negative_frame_is_out_of_range():
+    result = validate_image_rois(row_3d("[[1, 2, 3, 4]]", "[[-1, 2]]"), IMAGE)
+    assert result.rejected[0].reason == RoiReason.FRAMES_OUT_OF_RANGE
+
+
+def test_frame_count_compared_on_3d_rows_only():
+    mismatch = validate_image_rois(row_3d("[[1, 2, 3, 4]]", "[[1]]", table_frames=13), IMAGE)
+    assert mismatch.whole_row_rejection.reason == RoiReason.DIMENSION_MISMATCH
+    flat = validate_image_rois(row_2d("[[1, 2, 3, 4]]", table_frames=13), IMAGE)
+    assert flat.whole_row_rejection is None
+
+
+def test_missing_count_and_table_dims_are_not_checked():
+    row = row_2d("[[1, 2, 3, 4], [5, 6, 7, 8]]", math.nan, table_rows=math.nan)
+    result = validate_image_rois(row, IMAGE)
+    assert result.declared == 2
+    assert len(result.accepted) == 2
+
+
+def test_whole_row_problems_reported_even_without_rois():
+    result = validate_image_rois(row_2d("[]", 0, table_columns=3328), IMAGE)
+    assert result.declared == 0
+    assert result.whole_row_rejection.reason == RoiReason.DIMENSION_MISMATCH
+
+
+def test_first_whole_row_problem_wins():
+    row = row_2d("[[1, 2, 3, 4]]", 3, "[[1]]", table_rows=7)
+    assert validate_image_rois(row, IMAGE).rejected == (
+        RoiRejection(-1, RoiReason.COUNT_MISMATCH, "1 boxes in ROI_coords, num_ROI 3"),
+    )
+
+
+def test_result_refuses_broken_accounting():
+    roi = AcceptedRoi(0, 1, 2, 3, 4, frames=())
+    rejection = RoiRejection(0, RoiReason.EMPTY_BOX, "")
+    whole = RoiRejection(-1, RoiReason.COUNT_MISMATCH, "")
+    for accepted, rejected, declared in [
+        ((roi,), (rejection,), 1),  # counted twice
+        ((), (rejection,), 2),  # ROI 1 unaccounted for
+        ((roi,), (whole,), 1),  # whole-row rejection beside an accepted ROI
+    ]:
+        with pytest.raises(ValueError, match="accounting"):
+            ImageRoiResult(declared, accepted, rejected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RoiRow("ROI_SSC", 0, "[]", "[]"),
+        lambda: RoiPolicy(border="pad"),
+        lambda: RoiPolicy(near_duplicate="keep"),
+        lambda: RoiPolicy(near_duplicate_iou=1.5),
+    ],
+)
+def test_bad_settings_raise(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_geometry_examples():
+    assert iou((0, 0, 10, 10), (0, 5, 10, 15)) == pytest.approx(1 / 3)
+    assert iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+    assert clip_box((-5, 70, 20, 90), 100, 80) == (0, 70, 20, 80)
+    assert clip_box((0, 80, 10, 90), 100, 80) is None
+    assert mirror_box_x((1, 10, 5, 30), 100) == (1, 70, 5, 90)
+
+
+# --- properties ---------------------------------------------------------------------
+
+value = st.integers(-40, 140)
+any_box = st.tuples(value, value, value, value)
+sides = st.integers(1, 120)
+
+
+@st.composite
+def good_boxes(draw):
+    """Non-empty boxes (ymin < ymax, xmin < xmax), possibly outside an image."""
+    y0, y1 = sorted(draw(st.lists(value, min_size=2, max_size=2, unique=True)))
+    x0, x1 = sorted(draw(st.lists(value, min_size=2, max_size=2, unique=True)))
+    return (y0, x0, y1, x1)
+
+
+@QUICK
+@given(any_box, sides, sides)
+def test_clip_box_stays_inside_and_keeps_the_intersection(box, rows, columns):
+    clipped = clip_box(box, rows, columns)
+    overlap = box_area(box) and iou(box, (0, 0, rows, columns)) > 0
+    if not overlap:
+        assert clipped is None
+        return
+    ymin, xmin, ymax, xmax = clipped
+    assert 0 <= ymin < ymax <= rows
+    assert 0 <= xmin < xmax <= columns
+    assert box_area(clipped) == round(iou(box, clipped) * box_area(box))
+    assert clip_box(clipped, rows, columns) == clipped
+
+
+@QUICK
+@given(good_boxes(), any_box)
+def test_iou_symmetric_and_bounded(a, b):
+    assert iou(a, b) == iou(b, a)
+    assert 0.0 <= iou(a, b) <= 1.0
+    assert iou(a, a) == 1.0
+
+
+@QUICK
+@given(any_box, sides)
+def test_mirror_twice_is_identity(box, columns):
+    mirrored = mirror_box_x(box, columns)
+    assert mirror_box_x(mirrored, columns) == box
+    assert box_area(mirrored) == box_area(box)
+    if clip_box(box, 200, columns) == box:  # inside the image: so is its mirror
+        assert clip_box(mirrored, 200, columns) == mirrored
+
+
+def _serialize(rows, tuples):
+    return str(tuple(tuple(row) for row in rows)) if tuples else str([list(row) for row in rows])
+
+
+@st.composite
+def image_rows(draw):
+    """Rows mixing valid and broken boxes, counts, frames and table dimensions."""
+    image_type = draw(st.sampled_from(["2D", "cview", "3D"]))
+    n_frames = draw(st.integers(1, 15)) if image_type == "3D" else 1
+    bounds = ImageBounds(draw(sides), draw(sides), n_frames)
+    entries = draw(st.lists(st.one_of(good_boxes(), any_box, st.tuples(value)), max_size=6))
+    coords = draw(
+        st.one_of(
+            st.sampled_from([_serialize(entries, False), _serialize(entries, True)]),
+            st.text(max_size=20),
+            st.just(_serialize(entries, False).replace("1", "1.5")),
+        )
+    )
+    n_boxes = len(entries)
+    num_roi = draw(st.sampled_from([n_boxes, n_boxes, n_boxes + 1, None, math.nan, 2.5]))
+    counts = [n_boxes, n_boxes, 0, n_boxes + 1] if image_type == "3D" else [0, 0, 0, 1]
+    frame_count = draw(st.sampled_from(counts))
+    frame_list = st.lists(st.integers(-2, 16), max_size=4)
+    frame_lists = draw(st.lists(frame_list, min_size=frame_count, max_size=frame_count))
+    frames = _serialize(frame_lists, draw(st.booleans()))
+    dims = (bounds.rows, bounds.columns, n_frames)
+    table = draw(st.sampled_from([(None, None, None), dims, dims, (bounds.rows + 1, None, None)]))
+    row = RoiRow(image_type, num_roi, coords, frames, *table)
+    return row, bounds
+
+
+policies = st.builds(
+    RoiPolicy,
+    border=st.sampled_from(["clip", "reject"]),
+    near_duplicate_iou=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+)
+
+
+@QUICK
+@given(image_rows(), policies)
+def test_every_declared_roi_is_accounted_for_once(row_and_bounds, policy):
+    row, bounds = row_and_bounds
+    flagged = validate_image_rois(row, bounds, policy)
+    indices = sorted(
+        [roi.roi_index for roi in flagged.accepted] + [rej.roi_index for rej in flagged.rejected]
+    )
+    if flagged.whole_row_rejection is not None:
+        assert indices == [-1]
+    else:
+        assert indices == list(range(flagged.declared))
+    for roi in flagged.accepted:
+        assert 0 <= roi.ymin < roi.ymax <= bounds.rows
+        assert 0 <= roi.xmin < roi.xmax <= bounds.columns
+        assert all(0 <= f < bounds.n_frames for f in roi.frames)
+        assert list(roi.frames) == sorted(set(roi.frames))
+        assert bool(roi.frames) == (row.image_type == "3D")
+        assert not (roi.clipped and policy.border == "reject")
+    dropped = validate_image_rois(row, bounds, replace(policy, near_duplicate="drop"))
+    assert {roi.roi_index for roi in flagged.accepted if roi.near_duplicate_of is not None} == {
+        rej.roi_index for rej in dropped.rejected if rej.reason == RoiReason.NEAR_DUPLICATE
+    }
