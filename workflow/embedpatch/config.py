@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-DEMO_SOURCE_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 
 
 class ConfigError(ValueError):

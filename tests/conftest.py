@@ -1,0 +1,23 @@
+"""Shared fixtures: a small synthetic demo cohort, generated once per test session."""
+
+from pathlib import Path
+
+import pytest
+
+from embedpatch.demo.cohort import write_demo_cohort
+
+DEMO_PARAMS = {"seed": 7, "n_patients": 4, "scale": 0.1, "dbt_frames": 8}
+
+
+@pytest.fixture(scope="session")
+def demo_params() -> dict:
+    """The arguments `demo_cohort` was generated with."""
+    return dict(DEMO_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a small demo cohort: tables/, images/, truth.json (see DEMO_PARAMS)."""
+    out_dir = tmp_path_factory.mktemp("demo_cohort")
+    write_demo_cohort(out_dir, **DEMO_PARAMS)
+    return out_dir
