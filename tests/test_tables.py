@@ -1,0 +1,150 @@
+"""Reading EMBED tables: exact identifiers, deliberate types, legacy ROI count column."""
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from embedpatch import tables
+from embedpatch.tables import (
+    TableError,
+    atomic_output,
+    column_names,
+    open_batches,
+    read_table,
+    require_columns,
+)
+
+BIG_ACC = 9_876_543_210_987_653  # above 2**53: float64 cannot hold it
+
+
+def test_float64_would_lose_the_big_identifier():
+    assert int(float(BIG_ACC)) != BIG_ACC
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text(
+        "empi_anon,acc_anon,num_ROI,spot_mag,Rows,study_date_anon,odd\n"
+        f"12345678,{BIG_ACC},1,,3328,2015-01-02,x\n"
+        f",{BIG_ACC + 2},,1.0,2457.0,,007\n"
+        f"12345679,{BIG_ACC + 4}.0,0,NaN,,NA,\n"
+    )
+    return path
+
+
+def test_csv_identifiers_are_exact_int64_despite_missing_values(csv_path):
+    table = read_table(csv_path, ["empi_anon", "acc_anon"])
+    assert table.schema.types == [pa.int64(), pa.int64()]
+    assert table["acc_anon"].to_pylist() == [BIG_ACC, BIG_ACC + 2, BIG_ACC + 4]
+    assert table["empi_anon"].to_pylist() == [12345678, None, 12345679]
+
+
+def test_known_columns_are_cast_and_unknown_ones_stay_strings(csv_path):
+    table = read_table(csv_path, ["num_ROI", "spot_mag", "Rows", "study_date_anon", "odd"])
+    assert table.schema.types == [pa.int64(), pa.float64(), pa.int64(), pa.string(), pa.string()]
+    assert table["Rows"].to_pylist() == [3328, 2457, None]
+    assert table["spot_mag"].to_pylist() == [None, 1.0, None]
+    assert table["odd"].to_pylist() == ["x", "007", None]
+
+
+def test_only_the_requested_columns_are_read(csv_path):
+    assert read_table(csv_path, ["odd", "acc_anon"]).column_names == ["odd", "acc_anon"]
+
+
+def test_non_integer_identifier_is_a_one_line_error(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("acc_anon\n1\n9.876543210987653e+15\n")
+    with pytest.raises(TableError, match=r"column 'acc_anon' has 1 non-integer.*e\+15") as error:
+        read_table(path, ["acc_anon"])
+    assert "\n" not in str(error.value)
+
+
+def test_missing_columns_are_named(csv_path):
+    with pytest.raises(ValueError, match=r"missing required column.*: FinalImageType, ROI_coords"):
+        require_columns(csv_path, ["acc_anon", "FinalImageType", "ROI_coords"])
+    with pytest.raises(TableError, match="Manufacturer"):
+        read_table(csv_path, ["Manufacturer"])
+
+
+def test_legacy_num_roi_is_read_as_the_current_name(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("acc_anon,num_roi\n1,2\n")
+    assert column_names(path) == ["acc_anon", "num_ROI"]
+    assert read_table(path, ["num_ROI"])["num_ROI"].to_pylist() == [2]
+
+
+def test_both_roi_count_columns_is_an_error(tmp_path):
+    path = tmp_path / "both.csv"
+    path.write_text("num_ROI,num_roi\n1,1\n")
+    with pytest.raises(TableError, match="both 'num_ROI' and legacy 'num_roi'"):
+        column_names(path)
+
+
+def test_parquet_keeps_stored_types_and_casts_known_columns(tmp_path):
+    path = tmp_path / "metadata.parquet"
+    table = pa.table(
+        {
+            "acc_anon": pa.array([BIG_ACC, None], pa.int64()),
+            "Rows": pa.array([3328, 2457], pa.int32()),
+            "FinalImageType": pa.array(["2D", "3D"]).dictionary_encode(),
+            "WindowWidth": pa.array([4095.0, None]),
+            "num_roi": pa.array([1.0, float("nan")]),
+        }
+    )
+    pq.write_table(table, path)
+    read = read_table(path, ["acc_anon", "Rows", "FinalImageType", "WindowWidth", "num_ROI"])
+    assert read.schema.types == [pa.int64(), pa.int64(), pa.string(), pa.float64(), pa.int64()]
+    assert read["acc_anon"].to_pylist() == [BIG_ACC, None]
+    assert read["num_ROI"].to_pylist() == [1, None]
+
+
+def test_parquet_identifier_stored_as_unsafe_float_is_refused(tmp_path):
+    path = tmp_path / "float.parquet"
+    pq.write_table(pa.table({"acc_anon": pa.array([float(BIG_ACC), 1.0])}), path)
+    with pytest.raises(TableError, match=r"acc_anon.*not exact integers"):
+        read_table(path, ["acc_anon"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_batches_cover_every_row_in_order(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(tables, "PARQUET_BATCH_ROWS", 3)
+    data = pa.table({"acc_anon": [str(BIG_ACC + i) for i in range(20)], "x": ["v"] * 20})
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(data, path)
+    else:
+        pacsv.write_csv(data, tmp_path / "t.csv")
+        if suffix == ".csv.gz":
+            path.write_bytes(gzip.compress((tmp_path / "t.csv").read_bytes()))
+    schema, batches = open_batches(path)
+    batches = list(batches)
+    assert len(batches) > 2
+    assert schema.field("acc_anon").type == pa.int64()
+    rows = pa.Table.from_batches(batches, schema)["acc_anon"].to_pylist()
+    assert rows == [BIG_ACC + i for i in range(20)]
+
+
+def test_header_only_csv_has_a_schema_and_no_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("empi_anon,odd\n")
+    schema, batches = open_batches(path)
+    assert schema.types == [pa.int64(), pa.string()]
+    assert sum(batch.num_rows for batch in batches) == 0
+
+
+def test_atomic_output_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.json"
+    with atomic_output(target) as temporary:
+        temporary.write_text("new")
+        assert not target.exists()
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_output(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -1,0 +1,204 @@
+"""Read EMBED tables (CSV or Parquet) column-selectively or in batches, with deliberate types.
+
+CSV values are read as strings, never inferred: identifiers such as the 16-digit
+acc_anon would lose digits if they ever went through float64 (what pandas does to
+an integer column holding a NaN). Known columns are then cast on purpose (see
+INT_COLUMNS and FLOAT_COLUMNS); every other CSV column stays a string, and Parquet
+columns keep their stored type. The legacy ROI count column `num_roi` is renamed
+`num_ROI`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ROI_COUNT = "num_ROI"
+LEGACY_ROI_COUNT = "num_roi"
+
+# Integers, read exactly (a trailing ".0", as left by a float round trip, is accepted).
+INT_COLUMNS = frozenset(
+    {
+        "empi_anon",
+        "acc_anon",
+        ROI_COUNT,
+        "Rows",
+        "Columns",
+        "ImagesInAcquisition",
+        "path_severity",
+        "tissueden",
+        "numfind",
+        "total_L_find",
+        "total_R_find",
+    }
+)
+FLOAT_COLUMNS = frozenset({"spot_mag", "age_at_study"})
+
+_INTEGER_TEXT = r"^\s*-?\d+(\.0*)?\s*$"
+_MAX_EXACT_FLOAT = 2**53  # float64 holds every integer up to this, and not all beyond
+CSV_BLOCK_BYTES = 4 << 20
+PARQUET_BATCH_ROWS = 32_768
+
+Data = TypeVar("Data", pa.Table, pa.RecordBatch)
+
+
+class TableError(ValueError):
+    """A table the pipeline cannot use: missing or conflicting columns, or bad values."""
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether the table at `path` is Parquet (by its suffix); anything else is CSV."""
+    return Path(path).suffix.lower() in {".parquet", ".pq"}
+
+
+def _raw_column_names(path: str | Path) -> list[str]:
+    if is_parquet(path):
+        return pq.read_schema(path).names
+    with pa.input_stream(str(path), compression="detect") as stream:
+        header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")), [])
+    return header
+
+
+def _pipeline_name(name: str) -> str:
+    return ROI_COUNT if name == LEGACY_ROI_COUNT else name
+
+
+def _source_names(path: str | Path) -> dict[str, str]:
+    """Column name used by the pipeline -> name in the file (legacy num_roi -> num_ROI)."""
+    names = _raw_column_names(path)
+    if ROI_COUNT in names and LEGACY_ROI_COUNT in names:
+        raise TableError(
+            f"{path}: has both '{ROI_COUNT}' and legacy '{LEGACY_ROI_COUNT}'; keep only one"
+        )
+    return {_pipeline_name(name): name for name in names}
+
+
+def column_names(path: str | Path) -> list[str]:
+    """The table's column names as the pipeline sees them (num_roi reported as num_ROI)."""
+    return list(_source_names(path))
+
+
+def require_columns(path: str | Path, required: Iterable[str]) -> None:
+    """Raise TableError naming every required column the table lacks."""
+    present = set(column_names(path))
+    missing = [name for name in required if name not in present]
+    if missing:
+        raise TableError(f"{path}: missing required column(s): {', '.join(missing)}")
+
+
+def _csv_convert_options(
+    source: Iterable[str], include: Sequence[str] | None = None
+) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=dict.fromkeys(source, pa.string()),
+        strings_can_be_null=True,
+        include_columns=include,
+    )
+
+
+def read_table(path: str | Path, columns: Sequence[str]) -> pa.Table:
+    """Only `columns` of the table (pipeline names), with the known columns cast."""
+    require_columns(path, columns)
+    source = _source_names(path)
+    wanted = [source[name] for name in columns]
+    if is_parquet(path):
+        table = pq.read_table(path, columns=wanted)
+    else:
+        table = pacsv.read_csv(path, convert_options=_csv_convert_options(source.values(), wanted))
+    return cast_known_columns(table.rename_columns(list(columns)), str(path))
+
+
+def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The table's schema (after casting) and an iterator over all its rows in batches.
+
+    Memory stays bounded by one batch (a CSV block of CSV_BLOCK_BYTES, or
+    PARQUET_BATCH_ROWS rows), whatever the table's size.
+    """
+    source = _source_names(path)
+    if is_parquet(path):
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    else:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            convert_options=_csv_convert_options(source.values()),
+        )
+        schema, batches = reader.schema, iter(reader)
+    names = [_pipeline_name(name) for name in schema.names]
+    empty = pa.RecordBatch.from_pylist([], schema=schema).rename_columns(names)
+    cast_schema = cast_known_columns(empty, str(path)).schema
+    return cast_schema, (
+        cast_known_columns(batch.rename_columns(names), str(path)) for batch in batches
+    )
+
+
+def cast_known_columns(data: Data, source: str) -> Data:
+    """Dictionary columns decoded, INT_COLUMNS as int64, FLOAT_COLUMNS as float64."""
+    arrays = []
+    for name, column in zip(data.column_names, data.columns, strict=True):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if name in INT_COLUMNS:
+            column = _to_int64(column, name, source)
+        elif name in FLOAT_COLUMNS:
+            column = _to_float64(column, name, source)
+        arrays.append(column)
+    return type(data).from_arrays(arrays, names=data.column_names)
+
+
+def _bad_values(column: pa.Array, bad: pa.Array, name: str, source: str, what: str) -> None:
+    count = pc.sum(pc.fill_null(bad, False)).as_py() or 0
+    if count:
+        example = column.filter(pc.fill_null(bad, False))[0].as_py()
+        raise TableError(f"{source}: column '{name}' has {count} {what}, e.g. {example!r}")
+
+
+def _to_int64(column: pa.Array, name: str, source: str) -> pa.Array:
+    kind = column.type
+    if pa.types.is_integer(kind):
+        return column.cast(pa.int64())
+    if pa.types.is_floating(kind):
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, kind), column)
+        not_exact = pc.or_(
+            pc.not_equal(pc.floor(column), column),
+            pc.greater(pc.abs(column), _MAX_EXACT_FLOAT),
+        )
+        _bad_values(column, not_exact, name, source, "value(s) not exact integers in float")
+        return column.cast(pa.int64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        not_integer = pc.invert(pc.match_substring_regex(column, _INTEGER_TEXT))
+        _bad_values(column, not_integer, name, source, "non-integer value(s)")
+        digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"\.0*$", "")
+        return digits.cast(pa.int64())
+    raise TableError(f"{source}: column '{name}' has type {kind}, expected integers")
+
+
+def _to_float64(column: pa.Array, name: str, source: str) -> pa.Array:
+    try:
+        return column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise TableError(f"{source}: column '{name}' is not numeric ({error})") from None
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path`, moved onto `path` only if the block succeeds."""
+    final = Path(path)
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        yield temporary
+        temporary.replace(final)
+    finally:
+        temporary.unlink(missing_ok=True)
