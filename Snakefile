@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/metadata.smk"
+include: "workflow/rules/rois.smk"
 
 
 rule all:
@@ -18,3 +19,4 @@ rule all:
     input:
         f"{RESULTS}/metadata/filtered.parquet",
         f"{RESULTS}/metadata/filter_summary.json",
+        f"{RESULTS}/rois/roi_summary.json",

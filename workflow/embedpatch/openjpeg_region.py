@@ -1,0 +1,217 @@
+"""Decode part of a JPEG 2000 codestream: one window, or a lower resolution.
+
+pylibjpeg-openjpeg 2.6 decodes whole images only (`openjpeg.decode` has no
+area or reduce argument). The OpenJPEG 2.5 library it links statically exports
+its C API from the `_openjpeg` extension module, so this module binds the few
+functions needed for `opj_set_decode_area` (decode only the code-blocks under a
+window) and `opj_set_decoded_resolution_factor` (decode a 2**reduce smaller
+image) with ctypes. `available()` is False when that library or its 2.x ABI is
+missing; callers then decode whole frames instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+_J2K_MAGIC = b"\xff\x4f\xff\x51"  # SOC + SIZ markers: raw codestream
+_JP2_MAGIC = b"\x00\x00\x00\x0cjP  "  # JP2 signature box
+_CODEC = {_J2K_MAGIC: 0, _JP2_MAGIC: 2}  # OPJ_CODEC_J2K, OPJ_CODEC_JP2
+_STREAM_CHUNK = 1 << 20
+_PARAMETERS_BYTES = 1 << 16  # opj_dparameters_t is ~8.3 kB in 2.5; opaque here
+_EOF = ctypes.c_size_t(-1).value
+
+
+class J2kError(RuntimeError):
+    """OpenJPEG could not decode the codestream."""
+
+
+class _Component(ctypes.Structure):
+    _fields_ = (  # opj_image_comp_t, OpenJPEG 2.1 to 2.5
+        *((name, ctypes.c_uint32) for name in ("dx", "dy", "w", "h", "x0", "y0", "prec")),
+        *((name, ctypes.c_uint32) for name in ("bpp", "sgnd", "resno_decoded", "factor")),
+        ("data", ctypes.POINTER(ctypes.c_int32)),
+        ("alpha", ctypes.c_uint16),
+    )
+
+
+class _Image(ctypes.Structure):
+    _fields_ = (  # opj_image_t
+        *((name, ctypes.c_uint32) for name in ("x0", "y0", "x1", "y1", "numcomps")),
+        ("color_space", ctypes.c_int),
+        ("comps", ctypes.POINTER(_Component)),
+        ("icc_profile_buf", ctypes.c_void_p),
+        ("icc_profile_len", ctypes.c_uint32),
+    )
+
+
+_READ = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_SKIP = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+_SEEK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int64, ctypes.c_void_p)
+_MESSAGE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+_IMAGE_P = ctypes.POINTER(_Image)
+_VOID_P = ctypes.c_void_p
+
+_SIGNATURES = {
+    "opj_version": (ctypes.c_char_p, []),
+    "opj_create_decompress": (_VOID_P, [ctypes.c_int]),
+    "opj_set_error_handler": (ctypes.c_int, [_VOID_P, _MESSAGE, _VOID_P]),
+    "opj_set_default_decoder_parameters": (None, [_VOID_P]),
+    "opj_setup_decoder": (ctypes.c_int, [_VOID_P, _VOID_P]),
+    "opj_stream_create": (_VOID_P, [ctypes.c_size_t, ctypes.c_int]),
+    "opj_stream_set_read_function": (None, [_VOID_P, _READ]),
+    "opj_stream_set_skip_function": (None, [_VOID_P, _SKIP]),
+    "opj_stream_set_seek_function": (None, [_VOID_P, _SEEK]),
+    "opj_stream_set_user_data_length": (None, [_VOID_P, ctypes.c_uint64]),
+    "opj_read_header": (ctypes.c_int, [_VOID_P, _VOID_P, ctypes.POINTER(_IMAGE_P)]),
+    "opj_set_decode_area": (ctypes.c_int, [_VOID_P, _IMAGE_P, *[ctypes.c_int32] * 4]),
+    "opj_set_decoded_resolution_factor": (ctypes.c_int, [_VOID_P, ctypes.c_uint32]),
+    "opj_decode": (ctypes.c_int, [_VOID_P, _VOID_P, _IMAGE_P]),
+    "opj_image_destroy": (None, [_IMAGE_P]),
+    "opj_stream_destroy": (None, [_VOID_P]),
+    "opj_destroy_codec": (None, [_VOID_P]),
+}
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The OpenJPEG library inside pylibjpeg-openjpeg, or None if unusable."""
+    spec = importlib.util.find_spec("_openjpeg")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(lib, name)
+            function.restype, function.argtypes = restype, argtypes
+    except (OSError, AttributeError):
+        return None
+    major, minor = (int(part) for part in lib.opj_version().decode().split(".")[:2])
+    return lib if major == 2 and minor >= 3 else None  # partial decode since 2.3
+
+
+def available() -> bool:
+    """Whether window and reduced-resolution decoding are available."""
+    return _library() is not None
+
+
+class _MemoryStream:
+    """The read / skip / seek callbacks OpenJPEG pulls a codestream through."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._position = 0
+        self.callbacks = (_READ(self._read), _SKIP(self._skip), _SEEK(self._seek))
+
+    def _read(self, destination: int, count: int, _user: int) -> int:
+        count = min(count, len(self._data) - self._position)
+        if count <= 0:
+            return _EOF
+        chunk = self._data[self._position : self._position + count]
+        ctypes.memmove(destination, chunk, count)
+        self._position += count
+        return count
+
+    def _skip(self, count: int, _user: int) -> int:
+        self._position = max(0, min(self._position + count, len(self._data)))
+        return count
+
+    def _seek(self, position: int, _user: int) -> int:
+        if not 0 <= position <= len(self._data):
+            return 0
+        self._position = position
+        return 1
+
+
+@contextmanager
+def _opened(lib: ctypes.CDLL, data: bytes) -> Iterator[tuple[int, int, _IMAGE_P, list[str]]]:
+    """Codec, stream and header of `data`, freed on exit; errors collect in the list."""
+    codec_format = _CODEC.get(data[: len(_JP2_MAGIC)], _CODEC.get(data[:4]))
+    if codec_format is None:
+        raise J2kError("not a JPEG 2000 codestream or JP2 file")
+    errors: list[str] = []
+    on_error = _MESSAGE(lambda message, _user: errors.append(message.decode().strip()))
+    source = _MemoryStream(data)
+    codec = lib.opj_create_decompress(codec_format)
+    stream = lib.opj_stream_create(_STREAM_CHUNK, 1)
+    image = _IMAGE_P()
+    try:
+        lib.opj_set_error_handler(codec, on_error, None)
+        parameters = ctypes.create_string_buffer(_PARAMETERS_BYTES)
+        lib.opj_set_default_decoder_parameters(parameters)
+        read, skip, seek = source.callbacks
+        lib.opj_stream_set_read_function(stream, read)
+        lib.opj_stream_set_skip_function(stream, skip)
+        lib.opj_stream_set_seek_function(stream, seek)
+        lib.opj_stream_set_user_data_length(stream, len(data))
+        _check(lib.opj_setup_decoder(codec, parameters), "set up the decoder", errors)
+        _check(lib.opj_read_header(stream, codec, ctypes.byref(image)), "read the header", errors)
+        yield codec, stream, image, errors
+    finally:
+        if image:
+            lib.opj_image_destroy(image)
+        lib.opj_stream_destroy(stream)
+        lib.opj_destroy_codec(codec)
+
+
+def _check(ok: int, step: str, errors: list[str]) -> None:
+    if not ok:
+        detail = f": {'; '.join(errors)}" if errors else ""
+        raise J2kError(f"OpenJPEG failed to {step}{detail}")
+
+
+def _single_component(image: _IMAGE_P) -> _Component:
+    header = image.contents
+    if header.numcomps != 1:
+        raise J2kError(f"expected 1 component, the codestream has {header.numcomps}")
+    component = header.comps[0]
+    if component.dx != 1 or component.dy != 1:
+        raise J2kError("subsampled components are not supported")
+    return component
+
+
+def _pixels(image: _IMAGE_P) -> np.ndarray:
+    component = image.contents.comps[0]
+    shape = (component.h, component.w)
+    return np.ctypeslib.as_array(component.data, shape=shape).copy()
+
+
+def decode_window(data: bytes, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Pixels [y0:y1, x0:x1] (image coordinates) of a one-component codestream, as int32.
+
+    Decodes only the code-blocks the window needs. Bit-exact with a full decode
+    for reversible (lossless) codestreams; for irreversible (9/7) ones a few
+    values may differ by 1 from a full decode.
+    """
+    lib = _library()
+    if lib is None:
+        raise J2kError("OpenJPEG window decoding is not available")
+    with _opened(lib, data) as (codec, stream, image, errors):
+        _single_component(image)
+        origin_x, origin_y = image.contents.x0, image.contents.y0
+        area = (origin_x + x0, origin_y + y0, origin_x + x1, origin_y + y1)
+        _check(lib.opj_set_decode_area(codec, image, *area), "set the decode area", errors)
+        _check(lib.opj_decode(codec, stream, image), "decode", errors)
+        return _pixels(image)
+
+
+def decode_reduced(data: bytes, reduce: int) -> np.ndarray:
+    """The whole image at 1 / 2**reduce resolution (wavelet low-pass band), as int32.
+
+    Shape is ceil(rows / 2**reduce) x ceil(columns / 2**reduce); `reduce` must be
+    below the codestream's number of decomposition levels.
+    """
+    lib = _library()
+    if lib is None:
+        raise J2kError("OpenJPEG reduced decoding is not available")
+    with _opened(lib, data) as (codec, stream, image, errors):
+        _single_component(image)
+        ok = lib.opj_set_decoded_resolution_factor(codec, reduce)
+        _check(ok, f"set the resolution factor {reduce}", errors)
+        _check(lib.opj_decode(codec, stream, image), "decode", errors)
+        return _pixels(image)

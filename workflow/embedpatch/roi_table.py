@@ -1,0 +1,361 @@
+"""Stage 2: turn the filtered table's ROI strings into validated ROIs and recorded rejections.
+
+Only rows whose ROI cells say anything (a box, a count, a frame list) are looked at
+further; their image's header gives the real bounds (no pixel data is read), and
+2D / C-view images with accepted ROIs get the wrong-side check on a downsampled view.
+Every declared ROI ends up in exactly one of the two tables: `accepted` (one row per
+ROI) or `rejected` (one row per ROI, or per image row when the whole row is refused;
+`n_rois` says how many declared ROIs a rejection covers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from embedpatch.dicom_io import ImageError, ImageReader, invert_monochrome1, read_header
+from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_mask
+from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.roi_parse import parse_coords, parse_roi_count
+from embedpatch.roi_validate import (
+    WHOLE_ROW,
+    AcceptedRoi,
+    ImageBounds,
+    ImageRoiResult,
+    RoiPolicy,
+    RoiRejection,
+    RoiRow,
+    mirror_box_x,
+    validate_image_rois,
+)
+from embedpatch.tables import TableError, atomic_output
+
+log = logging.getLogger(__name__)
+
+IDENTIFIERS = ["empi_anon", "acc_anon", "anon_dicom_path", "FinalImageType"]
+IMAGE_COLUMNS = ["ImageLateralityFinal", "ViewPosition", "dicom_path"]
+ROI_CELLS = ["num_ROI", "ROI_coords", "ROI_frames"]
+TABLE_BOUNDS = ["Rows", "Columns", "ImagesInAcquisition"]
+INPUT_COLUMNS = IDENTIFIERS + IMAGE_COLUMNS + ROI_CELLS + TABLE_BOUNDS
+REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", "num_ROI", "ROI_coords"]
+FLAT_IMAGE_TYPES = ("2D", "cview")
+
+ACCEPTED_COLUMNS = [
+    *IDENTIFIERS,
+    *IMAGE_COLUMNS,
+    "roi_index",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "frames",
+    "rows",
+    "columns",
+    "n_frames",
+    "clipped",
+    "near_duplicate_of",
+    "suspect_flip",
+    "flip_fixed",
+    "box_tissue",
+    "mirror_tissue",
+]
+REJECTED_COLUMNS = [*IDENTIFIERS, "roi_index", "reason", "detail", "n_rois"]
+
+
+@dataclass(frozen=True)
+class RoiSettings:
+    """The `rois` config section."""
+
+    policy: RoiPolicy
+    flip_check: Literal["flag", "fix", "reject"]
+    flip_downsample: int
+    flip_thresholds: FlipThresholds
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> RoiSettings:
+        """Settings from a validated `rois` section."""
+        return cls(
+            policy=RoiPolicy(
+                border=section["border"],
+                near_duplicate_iou=section["near_duplicate_iou"],
+                near_duplicate=section["near_duplicate"],
+            ),
+            flip_check=section["flip_check"],
+            flip_downsample=section["flip_downsample"],
+            flip_thresholds=FlipThresholds(
+                box_max=section["flip_box_tissue_max"],
+                mirror_min=section["flip_mirror_tissue_min"],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class CheckedRoi:
+    """An accepted ROI with the outcome of the wrong-side check (2D / C-view only)."""
+
+    roi: AcceptedRoi
+    suspect_flip: bool = False
+    flip_fixed: bool = False
+    box_tissue: float | None = None
+    mirror_tissue: float | None = None
+
+
+def _is_empty_cell(column: pd.Series) -> pd.Series:
+    text = column.astype("string").str.strip()
+    return column.isna() | text.isin(["", "[]", "()"]).fillna(True)
+
+
+def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
+    """Rows whose ROI cells declare anything: a box, a frame list or a non-zero count."""
+    count = pd.to_numeric(table["num_ROI"], errors="coerce").fillna(0)
+    return (
+        ~_is_empty_cell(table["ROI_coords"]) | ~_is_empty_cell(table["ROI_frames"]) | (count != 0)
+    )
+
+
+def _declared_without_image(row: Mapping[str, Any]) -> int:
+    """How many ROIs a row declares, for rows whose image could not be read."""
+    count = parse_roi_count(row["num_ROI"])
+    if isinstance(count, int):
+        return count
+    return len(parse_coords(row["ROI_coords"]).entries)
+
+
+def _tissue_bright(reader: ImageReader, factor: int) -> Any:
+    view = reader.downsampled(0, factor)
+    if reader.header.photometric_interpretation == "MONOCHROME1":
+        view = invert_monochrome1(view, reader.header.bits_stored)
+    return view
+
+
+def check_flips(
+    path: str, accepted: tuple[AcceptedRoi, ...], settings: RoiSettings
+) -> list[CheckedRoi]:
+    """Run the wrong-side check on one 2D image's accepted ROIs (one downsampled read)."""
+    with ImageReader(path) as reader:
+        mask = tissue_mask(_tissue_bright(reader, settings.flip_downsample))
+        columns = reader.header.columns
+    checked = []
+    for roi in accepted:
+        verdict = flip_verdict(
+            mask, roi.box, columns, settings.flip_downsample, settings.flip_thresholds
+        )
+        fix = verdict.suspect and settings.flip_check == "fix"
+        if fix:
+            ymin, xmin, ymax, xmax = mirror_box_x(roi.box, columns)
+            roi = replace(roi, ymin=ymin, xmin=xmin, ymax=ymax, xmax=xmax)
+        checked.append(
+            CheckedRoi(roi, verdict.suspect, fix, verdict.box_tissue, verdict.mirror_tissue)
+        )
+    return checked
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """Accepted and rejected ROIs of one image row, plus the image size when read."""
+
+    declared: int
+    accepted: list[CheckedRoi]
+    rejected: list[RoiRejection]
+    bounds: ImageBounds | None
+
+
+def _whole_row(declared: int, reason: RoiReason, detail: str) -> ImageOutcome:
+    return ImageOutcome(declared, [], [RoiRejection(WHOLE_ROW, reason, detail)], None)
+
+
+def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
+    """Validate one image row's ROIs against its image; image problems refuse the row."""
+    try:
+        header = read_header(row["dicom_path"])
+    except ImageError as error:
+        return _whole_row(_declared_without_image(row), error.reason, str(error))
+    bounds = ImageBounds(header.rows, header.columns, header.number_of_frames)
+    roi_row = RoiRow(
+        image_type=row["FinalImageType"],
+        num_roi=row["num_ROI"],
+        coords_text=row["ROI_coords"],
+        frames_text=row["ROI_frames"],
+        table_rows=row["Rows"],
+        table_columns=row["Columns"],
+        table_frames=row["ImagesInAcquisition"],
+    )
+    result: ImageRoiResult = validate_image_rois(roi_row, bounds, settings.policy)
+    rejected = list(result.rejected)
+    if row["FinalImageType"] not in FLAT_IMAGE_TYPES or not result.accepted:
+        return ImageOutcome(
+            result.declared, [CheckedRoi(r) for r in result.accepted], rejected, bounds
+        )
+    try:
+        checked = check_flips(row["dicom_path"], result.accepted, settings)
+    except ImageError as error:
+        return _whole_row(result.declared, error.reason, str(error))
+    if settings.flip_check == "reject":
+        rejected += [
+            RoiRejection(
+                c.roi.roi_index,
+                RoiReason.SUSPECT_FLIP,
+                f"box holds {c.box_tissue:.0%} tissue, its x-mirror {c.mirror_tissue:.0%}",
+            )
+            for c in checked
+            if c.suspect_flip
+        ]
+        checked = [c for c in checked if not c.suspect_flip]
+    return ImageOutcome(result.declared, checked, rejected, bounds)
+
+
+def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageBounds) -> dict:
+    roi = checked.roi
+    return {
+        **{name: row[name] for name in IDENTIFIERS + IMAGE_COLUMNS},
+        "roi_index": roi.roi_index,
+        "ymin": roi.ymin,
+        "xmin": roi.xmin,
+        "ymax": roi.ymax,
+        "xmax": roi.xmax,
+        "frames": list(roi.frames),
+        "rows": bounds.rows,
+        "columns": bounds.columns,
+        "n_frames": bounds.n_frames,
+        "clipped": roi.clipped,
+        "near_duplicate_of": roi.near_duplicate_of,
+        "suspect_flip": checked.suspect_flip,
+        "flip_fixed": checked.flip_fixed,
+        "box_tissue": checked.box_tissue,
+        "mirror_tissue": checked.mirror_tissue,
+    }
+
+
+def _rejected_record(row: Mapping[str, Any], rejection: RoiRejection, declared: int) -> dict:
+    return {
+        **{name: row[name] for name in IDENTIFIERS},
+        "roi_index": rejection.roi_index,
+        "reason": str(rejection.reason),
+        "detail": rejection.detail,
+        "n_rois": declared if rejection.roi_index == WHOLE_ROW else 1,
+    }
+
+
+@dataclass(frozen=True)
+class RoiTables:
+    """The stage's outputs: accepted ROIs, rejections and the accounting summary."""
+
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+    summary: dict
+
+
+def _typed_accepted(records: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(records, columns=ACCEPTED_COLUMNS)
+    return table.astype(
+        {
+            "roi_index": "int64",
+            "ymin": "int64",
+            "xmin": "int64",
+            "ymax": "int64",
+            "xmax": "int64",
+            "rows": "int64",
+            "columns": "int64",
+            "n_frames": "int64",
+            "clipped": "bool",
+            "near_duplicate_of": "Int64",
+            "suspect_flip": "bool",
+            "flip_fixed": "bool",
+            "box_tissue": "float64",
+            "mirror_tissue": "float64",
+        }
+    )
+
+
+def _typed_rejected(records: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(records, columns=REJECTED_COLUMNS)
+    return table.astype({"roi_index": "int64", "n_rois": "int64"})
+
+
+def build_roi_tables(filtered: pd.DataFrame, settings: RoiSettings) -> RoiTables:
+    """Validate the ROIs of every row of the filtered metadata table."""
+    candidates = filtered[rows_with_roi_cells(filtered)]
+    log.info("%d of %d rows declare ROIs", len(candidates), len(filtered))
+    accepted: list[dict] = []
+    rejected: list[dict] = []
+    rows_with_accepted = rows_all_rejected = declared = 0
+    for row in candidates.to_dict("records"):
+        outcome = validate_row(row, settings)
+        declared += outcome.declared
+        accepted += [_accepted_record(row, c, outcome.bounds) for c in outcome.accepted]
+        rejected += [_rejected_record(row, r, outcome.declared) for r in outcome.rejected]
+        if outcome.accepted:
+            rows_with_accepted += 1
+        elif outcome.rejected:
+            rows_all_rejected += 1
+    tables = RoiTables(_typed_accepted(accepted), _typed_rejected(rejected), {})
+    summary = _summary(tables, len(filtered), rows_with_accepted, rows_all_rejected, declared)
+    return replace(tables, summary=summary)
+
+
+def _summary(
+    tables: RoiTables, rows_in: int, rows_with_accepted: int, rows_all_rejected: int, declared: int
+) -> dict:
+    accepted, rejected = tables.accepted, tables.rejected
+    warnings = {
+        RoiWarning.CLIPPED: int(accepted["clipped"].sum()),
+        RoiWarning.NEAR_DUPLICATE: int(accepted["near_duplicate_of"].notna().sum()),
+        RoiWarning.SUSPECT_FLIP: int(accepted["suspect_flip"].sum()),
+        RoiWarning.FLIP_FIXED: int(accepted["flip_fixed"].sum()),
+    }
+    return {
+        "rows_in": rows_in,
+        "rows_with_accepted_rois": rows_with_accepted,
+        "rows_all_rois_rejected": rows_all_rejected,
+        "rows_without_rois": rows_in - rows_with_accepted - rows_all_rejected,
+        "rois_declared": declared,
+        "rois_accepted": len(accepted),
+        "rois_rejected": int(rejected["n_rois"].sum()),
+        "rejections_by_reason": dict(Counter(rejected["reason"]).most_common()),
+        "warnings": {str(code): count for code, count in warnings.items()},
+        "accepted_by_image_type": dict(Counter(accepted["FinalImageType"]).most_common()),
+    }
+
+
+def read_filtered(path: str) -> pd.DataFrame:
+    """The columns this stage uses from the filtered table; optional ones absent are null.
+
+    Integers come back as nullable Int64: through float64, 16-digit acc_anon would lose digits.
+    """
+    present = set(pq.read_schema(path).names)
+    missing_required = [name for name in REQUIRED_COLUMNS if name not in present]
+    if missing_required:
+        raise TableError(f"{path}: missing required columns {missing_required}")
+    columns = [name for name in INPUT_COLUMNS if name in present]
+    table = pd.read_parquet(path, columns=columns, dtype_backend="numpy_nullable")
+    return table.reindex(columns=INPUT_COLUMNS)
+
+
+def run_roi_stage(
+    filtered_path: str,
+    accepted_path: str,
+    rejected_path: str,
+    rejected_csv_path: str,
+    summary_path: str,
+    rois_config: Mapping[str, Any],
+) -> dict:
+    """Read the filtered table, validate its ROIs and write the stage's four outputs."""
+    filtered = read_filtered(filtered_path)
+    tables = build_roi_tables(filtered, RoiSettings.from_config(rois_config))
+    with atomic_output(accepted_path) as temporary:
+        tables.accepted.to_parquet(temporary, index=False)
+    with atomic_output(rejected_path) as temporary:
+        tables.rejected.to_parquet(temporary, index=False)
+    with atomic_output(rejected_csv_path) as temporary:
+        tables.rejected.to_csv(temporary, index=False)
+    with atomic_output(summary_path) as temporary:
+        temporary.write_text(json.dumps(tables.summary, indent=2) + "\n")
+    log.info("ROI accounting: %s", json.dumps(tables.summary))
+    return tables.summary

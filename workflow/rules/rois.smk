@@ -1,0 +1,22 @@
+# Stage 2: parse and validate every ROI of the filtered table against its image's
+# header; each ROI is accepted (rois.parquet) or refused with a reason (rejected.*).
+
+
+rule validate_rois:
+    input:
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+    output:
+        accepted=f"{RESULTS}/rois/rois.parquet",
+        rejected=f"{RESULTS}/rois/rejected.parquet",
+        rejected_csv=f"{RESULTS}/rois/rejected.csv",
+        summary=f"{RESULTS}/rois/roi_summary.json",
+    log:
+        f"{RESULTS}/logs/validate_rois.log",
+    conda:
+        "../../envs/rois.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        rois=config["rois"],
+    script:
+        "../scripts/validate_rois.py"
