@@ -58,3 +58,18 @@ def test_rerun_with_nothing_changed_runs_nothing(demo_run):
     result = snakemake(demo_run, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_demo_run_accounts_for_every_roi(demo_run):
+    summary = json.loads((demo_run / "results/rois/roi_summary.json").read_text())
+    accepted = pd.read_parquet(demo_run / "results/rois/rois.parquet")
+    rejected = pd.read_parquet(demo_run / "results/rois/rejected.parquet")
+    assert summary["rois_declared"] == len(accepted) + rejected["n_rois"].sum() > 0
+    assert summary["rows_in"] == (
+        summary["rows_with_accepted_rois"]
+        + summary["rows_all_rois_rejected"]
+        + summary["rows_without_rois"]
+    )
+    truth = json.loads((demo_run / "results/demo/truth.json").read_text())
+    expected = {(r["anon_dicom_path"], r["reason"]) for r in truth if r["kind"] == "reject"}
+    assert expected == set(zip(rejected["anon_dicom_path"], rejected["reason"], strict=True))
