@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/rois.smk"
+include: "workflow/rules/patches.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
         f"{RESULTS}/metadata/filtered.parquet",
         f"{RESULTS}/metadata/filter_summary.json",
         f"{RESULTS}/rois/roi_summary.json",
+        f"{RESULTS}/manifest.parquet",

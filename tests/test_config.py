@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedpatch.config import ConfigError, resolve_inputs, validate_config
+from embedpatch.config import ConfigError, patch_settings, resolve_inputs, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,3 +98,13 @@ def test_snakemake_stops_with_one_clear_line(tmp_path):
         "'CC' is not of type 'array', 'null'"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_negatives_default_on_for_demo_off_for_user_data():
+    assert patch_settings(validate_config({}))["negatives_per_image"] == 2
+    user = validate_config({"metadata": "m.csv", "dicom_root": "/data"})
+    assert patch_settings(user)["negatives_per_image"] == 0
+    chosen = validate_config(
+        {"metadata": "m.csv", "dicom_root": "/d", "patches": {"negatives_per_image": 3}}
+    )
+    assert patch_settings(chosen)["negatives_per_image"] == 3

@@ -23,7 +23,6 @@ def run_stage(filtered: Path, out: Path, **changes) -> dict:
         str(filtered),
         str(out / "rois.parquet"),
         str(out / "rejected.parquet"),
-        str(out / "rejected.csv"),
         str(out / "roi_summary.json"),
         rois_config=rois_config(**changes),
     )
@@ -148,12 +147,6 @@ def test_bounds_come_from_the_image_header(stage, demo_cohort):
     first = stage["accepted"].iloc[0]
     header = pydicom.dcmread(first["dicom_path"], stop_before_pixels=True)
     assert (first["rows"], first["columns"]) == (header.Rows, header.Columns)
-
-
-def test_rejected_csv_matches_parquet(stage):
-    from_csv = pd.read_csv(stage["out"] / "rejected.csv")
-    assert len(from_csv) == len(stage["rejected"])
-    assert list(from_csv["reason"]) == list(stage["rejected"]["reason"])
 
 
 def test_flip_policy_fix_uses_the_mirrored_box(filtered, stage, tmp_path):

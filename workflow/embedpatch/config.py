@@ -103,3 +103,16 @@ def resolve_inputs(config: Mapping[str, Any]) -> Inputs:
         path_rewrite=tuple((rule["from"], rule["to"]) for rule in config["path_rewrite"]),
         is_demo=False,
     )
+
+
+DEMO_NEGATIVES_PER_IMAGE = 2
+
+
+def patch_settings(config: Mapping[str, Any]) -> dict:
+    """The validated `patches` section with `negatives_per_image` resolved (null: on for the
+    demo cohort, off for user data)."""
+    settings = dict(config["patches"])
+    if settings["negatives_per_image"] is None:
+        demo = resolve_inputs(config).is_demo
+        settings["negatives_per_image"] = DEMO_NEGATIVES_PER_IMAGE if demo else 0
+    return settings

@@ -342,19 +342,16 @@ def run_roi_stage(
     filtered_path: str,
     accepted_path: str,
     rejected_path: str,
-    rejected_csv_path: str,
     summary_path: str,
     rois_config: Mapping[str, Any],
 ) -> dict:
-    """Read the filtered table, validate its ROIs and write the stage's four outputs."""
+    """Read the filtered table, validate its ROIs and write the stage's three outputs."""
     filtered = read_filtered(filtered_path)
     tables = build_roi_tables(filtered, RoiSettings.from_config(rois_config))
     with atomic_output(accepted_path) as temporary:
         tables.accepted.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:
         tables.rejected.to_parquet(temporary, index=False)
-    with atomic_output(rejected_csv_path) as temporary:
-        tables.rejected.to_csv(temporary, index=False)
     with atomic_output(summary_path) as temporary:
         temporary.write_text(json.dumps(tables.summary, indent=2) + "\n")
     log.info("ROI accounting: %s", json.dumps(tables.summary))

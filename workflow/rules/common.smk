@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 
@@ -11,7 +12,12 @@ os.environ.update(
     )
 )
 
-from embedpatch.config import ConfigError, resolve_inputs, validate_config
+from embedpatch.config import (
+    ConfigError,
+    patch_settings,
+    resolve_inputs,
+    validate_config,
+)
 
 try:
     config.update(validate_config(config))
@@ -20,3 +26,5 @@ except ConfigError as error:
 
 RESULTS = config["results"]
 INPUTS = resolve_inputs(config)
+PATCH_SETTINGS = patch_settings(config)
+PATCH_SETTINGS_JSON = json.dumps(PATCH_SETTINGS, sort_keys=True)

@@ -1,14 +1,14 @@
 # Stage 2: parse and validate every ROI of the filtered table against its image's
-# header; each ROI is accepted (rois.parquet) or refused with a reason (rejected.*).
+# header; each ROI is accepted (rois.parquet) or refused with a reason. A checkpoint:
+# the per-exam extraction jobs are known only once its tables exist.
 
 
-rule validate_rois:
+checkpoint validate_rois:
     input:
         filtered=f"{RESULTS}/metadata/filtered.parquet",
     output:
         accepted=f"{RESULTS}/rois/rois.parquet",
-        rejected=f"{RESULTS}/rois/rejected.parquet",
-        rejected_csv=f"{RESULTS}/rois/rejected.csv",
+        rejected=f"{RESULTS}/rois/validation_rejected.parquet",
         summary=f"{RESULTS}/rois/roi_summary.json",
     log:
         f"{RESULTS}/logs/validate_rois.log",

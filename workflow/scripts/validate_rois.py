@@ -11,7 +11,6 @@ try:
         snakemake.input.filtered,
         snakemake.output.accepted,
         snakemake.output.rejected,
-        snakemake.output.rejected_csv,
         snakemake.output.summary,
         rois_config=snakemake.params.rois,
     )

@@ -1,0 +1,81 @@
+"""Per-exam specifications: canonical, complete, and unchanged by row order."""
+
+import json
+
+import pandas as pd
+
+from embedpatch.exam_spec import build_exam_specs, negative_candidates
+
+
+def image(path: str, acc: int, kind: str = "2D") -> dict:
+    return {
+        "acc_anon": acc,
+        "empi_anon": 10000001,
+        "anon_dicom_path": path,
+        "dicom_path": f"/local/{path}",
+        "FinalImageType": kind,
+        "ImageLateralityFinal": "L",
+        "ViewPosition": "CC",
+    }
+
+
+def roi(path: str, acc: int, index: int, box=(10, 20, 30, 40), **flags) -> dict:
+    ymin, xmin, ymax, xmax = box
+    return image(path, acc) | {
+        "roi_index": index,
+        "ymin": ymin,
+        "xmin": xmin,
+        "ymax": ymax,
+        "xmax": xmax,
+        "frames": flags.pop("frames", []),
+        "columns": 100,
+        "suspect_flip": flags.pop("suspect_flip", False),
+        "flip_fixed": flags.pop("flip_fixed", False),
+    }
+
+
+ACC_A, ACC_B = 1234567890123456, 9876543210987654
+ROIS = pd.DataFrame(
+    [roi("a/1.dcm", ACC_A, 0), roi("a/1.dcm", ACC_A, 1, (50, 60, 70, 80)), roi("b/1.dcm", ACC_B, 0)]
+)
+IMAGES = pd.DataFrame([image("a/1.dcm", ACC_A), image("a/2.dcm", ACC_A), image("c/1.dcm", 42)])
+
+
+def test_one_spec_per_exam_with_rois():
+    specs = build_exam_specs(ROIS, IMAGES.iloc[0:0], 0)
+    assert sorted(specs) == sorted([str(ACC_A), str(ACC_B)])
+    exam = json.loads(specs[str(ACC_A)])
+    assert exam["acc_anon"] == ACC_A  # 16 digits, exact
+    assert [r["roi_index"] for r in exam["images"][0]["rois"]] == [0, 1]
+    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [50, 60, 70, 80]]
+
+
+def test_specs_do_not_depend_on_row_order():
+    shuffled = ROIS.sample(frac=1, random_state=3)
+    assert build_exam_specs(shuffled, IMAGES, 2) == build_exam_specs(ROIS, IMAGES, 2)
+
+
+def test_negatives_add_images_and_exams_without_rois():
+    specs = build_exam_specs(ROIS, IMAGES, 2)
+    assert str(42) in specs
+    exam = json.loads(specs[str(ACC_A)])
+    assert [(i["anon_dicom_path"], i["negatives"]) for i in exam["images"]] == [
+        ("a/1.dcm", 2),
+        ("a/2.dcm", 2),
+    ]
+    exam_b = json.loads(specs[str(ACC_B)])
+    assert exam_b["images"][0]["negatives"] == 0  # not a candidate
+
+
+def test_suspect_flip_keeps_negatives_off_its_mirror_too():
+    flipped = pd.DataFrame([roi("a/1.dcm", ACC_A, 0, (10, 20, 30, 40), suspect_flip=True)])
+    exam = json.loads(build_exam_specs(flipped, IMAGES.iloc[0:0], 0)[str(ACC_A)])
+    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [10, 60, 30, 80]]
+
+
+def test_images_with_refused_rois_give_no_negatives():
+    rejected = pd.DataFrame({"anon_dicom_path": ["a/2.dcm"]})
+    candidates = negative_candidates(
+        pd.concat([IMAGES, pd.DataFrame([image("d.dcm", 7, "3D")])]), rejected
+    )
+    assert list(candidates["anon_dicom_path"]) == ["a/1.dcm", "c/1.dcm"]

@@ -1,0 +1,122 @@
+"""What each exam's extraction job must do, as one canonical JSON string per exam.
+
+The per-exam rule carries its exam's specification as a Snakemake `params` value:
+Snakemake reruns exactly the exams whose specification changed (new ROIs, a new
+image, a changed box), and no exam when the tables are only rewritten or reordered.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from embedpatch.roi_validate import mirror_box_x
+
+IDENTITY = ["acc_anon", "empi_anon"]
+IMAGE_FIELDS = [
+    "anon_dicom_path",
+    "dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+]
+BOX = ["ymin", "xmin", "ymax", "xmax"]
+NEGATIVE_IMAGE_TYPES = ("2D", "cview")
+
+
+def _text(value: object) -> str | None:
+    return None if pd.isna(value) else str(value)
+
+
+def _roi_entry(roi: dict) -> dict:
+    return (
+        {"roi_index": int(roi["roi_index"])}
+        | {name: int(roi[name]) for name in BOX}
+        | {"frames": [int(frame) for frame in roi["frames"]]}
+    )
+
+
+def _avoid_boxes(roi: dict) -> list[list[int]]:
+    """The ROI's box, and its mirror too when the ROI is a suspected (unfixed) flip."""
+    box = tuple(int(roi[name]) for name in BOX)
+    boxes = [list(box)]
+    if roi["suspect_flip"] and not roi["flip_fixed"]:
+        boxes.append(list(mirror_box_x(box, int(roi["columns"]))))
+    return boxes
+
+
+def _image_entry(image: dict, rois: list[dict], negatives: int) -> dict:
+    return {field: _text(image[field]) for field in IMAGE_FIELDS} | {
+        "rois": [_roi_entry(roi) for roi in rois],
+        "avoid": [box for roi in rois for box in _avoid_boxes(roi)],
+        "negatives": negatives,
+    }
+
+
+def build_exam_specs(
+    rois: pd.DataFrame, negative_candidates: pd.DataFrame, negatives_per_image: int
+) -> dict[str, str]:
+    """acc_anon (as text) -> canonical JSON specification of that exam's extraction.
+
+    `rois` are the accepted ROIs (rois.parquet); `negative_candidates` the 2D / C-view
+    images negatives may come from (the caller leaves out images with a refused ROI:
+    their lesion's place is unknown). Exams with neither ROIs nor negatives get no job.
+    """
+    columns = IDENTITY + IMAGE_FIELDS
+    images = rois[columns]
+    if negatives_per_image > 0:
+        images = pd.concat([images, negative_candidates[columns]])
+    images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
+    rois_by_image: dict[str, list[dict]] = {}
+    for roi in rois.sort_values("roi_index").to_dict("records"):
+        rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
+    with_negatives = set(negative_candidates["anon_dicom_path"]) if negatives_per_image else set()
+    exams: dict[int, dict] = {}
+    for image in images.to_dict("records"):
+        acc_anon = int(image["acc_anon"])
+        exam = exams.setdefault(
+            acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}
+        )
+        path = image["anon_dicom_path"]
+        negatives = negatives_per_image if path in with_negatives else 0
+        exam["images"].append(_image_entry(image, rois_by_image.get(path, []), negatives))
+    return {
+        str(acc): json.dumps(exam, sort_keys=True, separators=(",", ":"))
+        for acc, exam in exams.items()
+    }
+
+
+def negative_candidates(filtered: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """2D / C-view images of the filtered table with no refused ROI."""
+    flat = filtered["FinalImageType"].isin(NEGATIVE_IMAGE_TYPES)
+    refused = filtered["anon_dicom_path"].isin(rejected["anon_dicom_path"])
+    return filtered[flat & ~refused]
+
+
+def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    return pd.read_parquet(path, columns=columns, dtype_backend="numpy_nullable")
+
+
+@cache
+def _cached_specs(
+    rois_path: str, rejected_path: str, filtered_path: str, negatives: int, stamp: tuple
+) -> dict[str, str]:
+    rois = _read(rois_path)
+    candidates = rois.iloc[0:0]
+    if negatives > 0:
+        filtered = _read(filtered_path, IDENTITY + IMAGE_FIELDS)
+        candidates = negative_candidates(filtered, _read(rejected_path, ["anon_dicom_path"]))
+    return build_exam_specs(rois, candidates, negatives)
+
+
+def load_exam_specs(
+    rois_path: str, rejected_path: str, filtered_path: str, negatives_per_image: int
+) -> dict[str, str]:
+    """Exam specifications from the stage-2 tables, read once per process and file version
+    (Snakemake asks for one exam's specification per job)."""
+    paths = (rois_path, rejected_path, filtered_path)
+    stamp = tuple(Path(path).stat().st_mtime_ns for path in paths)
+    return _cached_specs(*paths, negatives_per_image, stamp)

@@ -1,0 +1,69 @@
+# Stage 3: one HDF5 shard per exam, then the manifest of every patch.
+# Each extraction job carries its exam's specification as a param (see
+# embedpatch.exam_spec): only exams whose specification changed are rerun, and the
+# ROI table is an ancient() input so rewriting it alone reruns nothing.
+
+
+def exam_specs():
+    """acc_anon -> JSON specification, for every exam with work (after stage 2)."""
+    from embedpatch.exam_spec import (
+        load_exam_specs,
+    )  # pandas: imported only when needed
+
+    stage2 = checkpoints.validate_rois.get().output
+    return load_exam_specs(
+        stage2.accepted,
+        stage2.rejected,
+        f"{RESULTS}/metadata/filtered.parquet",
+        PATCH_SETTINGS["negatives_per_image"],
+    )
+
+
+def exam_spec(wildcards):
+    return exam_specs()[wildcards.acc_anon]
+
+
+def exam_shards(wildcards):
+    return expand(f"{RESULTS}/patches/{{acc_anon}}.h5", acc_anon=sorted(exam_specs()))
+
+
+rule extract_patches:
+    input:
+        rois=ancient(f"{RESULTS}/rois/rois.parquet"),
+    output:
+        shard=f"{RESULTS}/patches/{{acc_anon}}.h5",
+    log:
+        f"{RESULTS}/logs/extract_patches/{{acc_anon}}.log",
+    wildcard_constraints:
+        acc_anon=r"\d+",
+    conda:
+        "../../envs/extract.yaml"
+    resources:
+        mem_mb=1500,
+    params:
+        spec=exam_spec,
+        settings=PATCH_SETTINGS_JSON,
+    script:
+        "../scripts/extract_patches.py"
+
+
+rule collect_patches:
+    input:
+        shards=exam_shards,
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+        validation_rejected=f"{RESULTS}/rois/validation_rejected.parquet",
+    output:
+        manifest=f"{RESULTS}/manifest.parquet",
+        rejected=f"{RESULTS}/rois/rejected.parquet",
+        rejected_csv=f"{RESULTS}/rois/rejected.csv",
+        summary=f"{RESULTS}/patches_summary.json",
+    log:
+        f"{RESULTS}/logs/collect_patches.log",
+    conda:
+        "../../envs/collect.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        results=RESULTS,
+    script:
+        "../scripts/collect_patches.py"
