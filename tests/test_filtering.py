@@ -12,7 +12,13 @@ import pytest
 
 from embedpatch import filtering, tables
 from embedpatch.config import validate_config
-from embedpatch.filtering import CHECK_ORDER, DROPPED_SCHEMA, filter_metadata, required_columns
+from embedpatch.filtering import (
+    CHECK_ORDER,
+    DROPPED_SCHEMA,
+    filter_metadata,
+    manufacturer_key,
+    required_columns,
+)
 from embedpatch.filtering import FilterOptions as Options
 from embedpatch.reasons import FilterReason
 from embedpatch.tables import TableError
@@ -345,9 +351,21 @@ def test_snakemake_rule_runs_on_a_user_table(tmp_path):
     (tmp_path / "config.yaml").write_text(json.dumps(config))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
     command += ["--configfile", str(tmp_path / "config.yaml"), "--directory", str(tmp_path)]
-    result = subprocess.run([*command, "--cores", "1"], capture_output=True, text=True, check=False)
+    command += ["--cores", "1", "results/metadata/filtered.parquet"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     filtered = pq.read_table(tmp_path / "results/metadata/filtered.parquet")
     assert filtered["clin_n_findings"].to_pylist()[0] == 1
     assert (tmp_path / "results/metadata/dropped.parquet").is_file()
     assert "rows in" in (tmp_path / "results/logs/filter_metadata.log").read_text()
+
+
+def test_manufacturer_matches_on_first_word_case_insensitive():
+    names = pa.array(
+        ["HOLOGIC, Inc.", " Hologic ", "GE MEDICAL SYSTEMS", "FUJIFILM Corporation", None]
+    )
+    assert manufacturer_key(names).to_pylist() == ["HOLOGIC", "HOLOGIC", "GE", "FUJIFILM", None]
+    options = Options.from_config(
+        validate_config({"filter": {"manufacturers": ["Hologic", "GE Medical Systems"]}})["filter"]
+    )
+    assert options.manufacturers == frozenset({"HOLOGIC", "GE"})

@@ -4,14 +4,16 @@ Kept: 2D rows (with or without ROIs), C-view rows when filter.cview_as_2d, and 3
 rows declaring ROIs (num_ROI > 0, or a non-empty ROI_coords even when num_ROI is 0
 or missing: ROI validation reports that count mismatch instead of it vanishing
 here). The checks run in CHECK_ORDER and a dropped row gets the first that fails.
-Values are compared exactly, except Manufacturer: case-insensitive, blanks around
-ignored (the real table spells them "HOLOGIC, Inc.", "GE MEDICAL SYSTEMS", ...).
+Values are compared exactly, except Manufacturer: on its first word, case-insensitive
+(the real table spells them "HOLOGIC, Inc.", "GE MEDICAL SYSTEMS", ...: HOLOGIC or
+Hologic in the config matches the first, GE the second).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -92,7 +94,7 @@ class FilterOptions:
             keep_spot_mag=section["keep_spot_mag"],
             view_positions=values("view_positions"),
             lateralities=values("lateralities"),
-            manufacturers=values("manufacturers", lambda name: name.strip().upper()),
+            manufacturers=values("manufacturers", _first_word),
             join_clinical=section["join_clinical"],
         )
 
@@ -103,6 +105,16 @@ class PathMapping:
 
     dicom_root: str
     path_rewrite: tuple[tuple[str, str], ...] = ()
+
+
+def _first_word(name: str) -> str:
+    return re.split(r"[\s,]+", name.strip().upper(), maxsplit=1)[0]
+
+
+def manufacturer_key(column: pa.Array) -> pa.Array:
+    """Upper-cased first word of each Manufacturer: 'HOLOGIC, Inc.' -> 'HOLOGIC'."""
+    upper = pc.utf8_upper(pc.utf8_trim_whitespace(column.cast(pa.string())))
+    return pc.replace_substring_regex(upper, pattern=r"[\s,].*$", replacement="")
 
 
 def required_columns(options: FilterOptions, with_clinical: bool) -> list[str]:
@@ -164,10 +176,7 @@ def _failures(
         FilterReason.MANUFACTURER: (
             None
             if options.manufacturers is None
-            else _not_in(
-                pc.utf8_upper(pc.utf8_trim_whitespace(batch["Manufacturer"].cast(pa.string()))),
-                options.manufacturers,
-            )
+            else _not_in(manufacturer_key(batch["Manufacturer"]), options.manufacturers)
         ),
         FilterReason.PATH_MISSING: _flags(pc.equal(pc.utf8_trim_whitespace(raw_path), ""), True),
         FilterReason.PATH_OUTSIDE_ROOT: ~_flags(inside_root(dicom_path, dicom_root)),
