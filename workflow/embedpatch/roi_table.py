@@ -20,7 +20,13 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow.parquet as pq
 
-from embedpatch.dicom_io import ImageError, ImageReader, invert_monochrome1, read_header
+from embedpatch.dicom_io import (
+    ImageError,
+    ImageHeader,
+    ImageReader,
+    invert_monochrome1,
+    read_header,
+)
 from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_mask
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_parse import parse_coords, parse_roi_count
@@ -136,12 +142,11 @@ def _tissue_bright(reader: ImageReader, factor: int) -> Any:
 
 
 def check_flips(
-    path: str, accepted: tuple[AcceptedRoi, ...], settings: RoiSettings
+    reader: ImageReader, accepted: tuple[AcceptedRoi, ...], settings: RoiSettings
 ) -> list[CheckedRoi]:
     """Run the wrong-side check on one 2D image's accepted ROIs (one downsampled read)."""
-    with ImageReader(path) as reader:
-        mask = tissue_mask(_tissue_bright(reader, settings.flip_downsample))
-        columns = reader.header.columns
+    mask = tissue_mask(_tissue_bright(reader, settings.flip_downsample))
+    columns = reader.header.columns
     checked = []
     for roi in accepted:
         verdict = flip_verdict(
@@ -171,14 +176,8 @@ def _whole_row(declared: int, reason: RoiReason, detail: str) -> ImageOutcome:
     return ImageOutcome(declared, [], [RoiRejection(WHOLE_ROW, reason, detail)], None)
 
 
-def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
-    """Validate one image row's ROIs against its image; image problems refuse the row."""
-    try:
-        header = read_header(row["dicom_path"])
-    except ImageError as error:
-        return _whole_row(_declared_without_image(row), error.reason, str(error))
-    bounds = ImageBounds(header.rows, header.columns, header.number_of_frames)
-    roi_row = RoiRow(
+def _roi_row(row: Mapping[str, Any]) -> RoiRow:
+    return RoiRow(
         image_type=row["FinalImageType"],
         num_roi=row["num_ROI"],
         coords_text=row["ROI_coords"],
@@ -187,16 +186,17 @@ def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
         table_columns=row["Columns"],
         table_frames=row["ImagesInAcquisition"],
     )
-    result: ImageRoiResult = validate_image_rois(roi_row, bounds, settings.policy)
+
+
+def _bounds(header: ImageHeader) -> ImageBounds:
+    return ImageBounds(header.rows, header.columns, header.number_of_frames)
+
+
+def _flip_outcome(
+    result: ImageRoiResult, checked: list[CheckedRoi], bounds: ImageBounds, settings: RoiSettings
+) -> ImageOutcome:
+    """Apply the flip policy 'reject' to checked ROIs (flag and fix keep them)."""
     rejected = list(result.rejected)
-    if row["FinalImageType"] not in FLAT_IMAGE_TYPES or not result.accepted:
-        return ImageOutcome(
-            result.declared, [CheckedRoi(r) for r in result.accepted], rejected, bounds
-        )
-    try:
-        checked = check_flips(row["dicom_path"], result.accepted, settings)
-    except ImageError as error:
-        return _whole_row(result.declared, error.reason, str(error))
     if settings.flip_check == "reject":
         rejected += [
             RoiRejection(
@@ -209,6 +209,27 @@ def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
         ]
         checked = [c for c in checked if not c.suspect_flip]
     return ImageOutcome(result.declared, checked, rejected, bounds)
+
+
+def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
+    """Validate one image row's ROIs against its image; image problems refuse the row.
+
+    3D images: the header alone. 2D / C-view: one open for the header and the
+    wrong-side check's downsampled read.
+    """
+    try:
+        if row["FinalImageType"] not in FLAT_IMAGE_TYPES:
+            bounds = _bounds(read_header(row["dicom_path"]))
+            result = validate_image_rois(_roi_row(row), bounds, settings.policy)
+            checked = [CheckedRoi(roi) for roi in result.accepted]
+            return ImageOutcome(result.declared, checked, list(result.rejected), bounds)
+        with ImageReader(row["dicom_path"]) as reader:
+            bounds = _bounds(reader.header)
+            result = validate_image_rois(_roi_row(row), bounds, settings.policy)
+            checked = check_flips(reader, result.accepted, settings) if result.accepted else []
+        return _flip_outcome(result, checked, bounds, settings)
+    except ImageError as error:
+        return _whole_row(_declared_without_image(row), error.reason, str(error))
 
 
 def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageBounds) -> dict:
