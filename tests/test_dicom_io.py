@@ -1,6 +1,7 @@
 """Tests of frame-by-frame DICOM reading: values equal pydicom's, one open per image."""
 
 import builtins
+import functools
 import io
 import math
 
@@ -32,6 +33,7 @@ from embedpatch.dicom_io import (
     read_header,
     window_to_uint8,
 )
+from embedpatch.padding import black_pad, black_window, cut_patch, tissue_pad, tissue_placement
 from embedpatch.reasons import RoiReason
 
 MAMMO_2D = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -378,6 +380,22 @@ def test_lossless_jpeg2000_window_does_not_decode_the_frame(images, monkeypatch)
         np.testing.assert_array_equal(reader.region(2, 20, 50, 10, 30), expected)
 
 
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEG2000Lossless], ids=str)
+@pytest.mark.parametrize("size", [16, 33, 100])
+def test_patches_cut_through_the_reader_equal_padding_the_decoded_frame(images, syntax, size):
+    path = images[syntax, FRAMES]
+    frame = reference(path, 1)
+    with ImageReader(path) as reader:
+        region = functools.partial(reader.region, 1)
+        for box in [(30, 20, 40, 30), (60, 40, 90, 70), (-9, -9, 4, 4), (0, 0, ROWS, COLUMNS)]:
+            for placement, padded in [
+                (tissue_placement(box, ROWS, COLUMNS, size), tissue_pad(frame, box, size)),
+                (black_window(box, size), black_pad(frame, box, size)),
+            ]:
+                patch = cut_patch(region, placement, size, ROWS, COLUMNS, reader.dtype)
+                np.testing.assert_array_equal(patch, padded)
+
+
 def refuse_window(*args):
     raise openjpeg_region.J2kError("refused")
 
@@ -416,6 +434,12 @@ def test_downsampled_shape_dtype_and_values(images, syntax, frames, factor):
         assert abs(float(small.mean()) - float(full[::step, ::step].mean())) < 150
     else:
         np.testing.assert_array_equal(small, full[::factor, ::factor])
+
+
+def test_jpeg2000_reduce_beyond_its_levels_falls_back_to_striding(images):
+    path = images[JPEG2000Lossless, None]
+    small = read_downsampled(path, 0, 64)  # 2**6: more than the 5 decomposition levels
+    np.testing.assert_array_equal(small, reference(path, 0)[::64, ::64])
 
 
 def test_invert_monochrome1():

@@ -1,6 +1,10 @@
 """Logging set-up shared by the rule scripts."""
 
 import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def log_to(path: str) -> None:
@@ -11,3 +15,15 @@ def log_to(path: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # a line per frame otherwise
+
+
+def run_logged(log_path: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one pipeline step with its log going to `log_path`; a failure is logged, then
+    re-raised so the rule fails."""
+    log_to(log_path)
+    try:
+        return step(*args, **kwargs)
+    except Exception:
+        log.exception("%s failed", step.__name__)
+        raise
