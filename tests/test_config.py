@@ -1,5 +1,6 @@
 """The config is validated against its schema, defaults filled, errors in one line."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedpatch.config import ConfigError, patch_settings, resolve_inputs, validate_config
+from embedpatch.config import (
+    ConfigError,
+    extraction_settings,
+    negatives_per_image,
+    resolve_inputs,
+    validate_config,
+)
+from embedpatch.extract import PatchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,10 +109,16 @@ def test_snakemake_stops_with_one_clear_line(tmp_path):
 
 
 def test_negatives_default_on_for_demo_off_for_user_data():
-    assert patch_settings(validate_config({}))["negatives_per_image"] == 2
+    assert negatives_per_image(validate_config({})) == 2
     user = validate_config({"metadata": "m.csv", "dicom_root": "/data"})
-    assert patch_settings(user)["negatives_per_image"] == 0
-    chosen = validate_config(
-        {"metadata": "m.csv", "dicom_root": "/d", "patches": {"negatives_per_image": 3}}
-    )
-    assert patch_settings(chosen)["negatives_per_image"] == 3
+    assert negatives_per_image(user) == 0
+    chosen = {"metadata": "m.csv", "dicom_root": "/d", "patches": {"negatives_per_image": 3}}
+    assert negatives_per_image(validate_config(chosen)) == 3
+
+
+def test_extraction_settings_are_canonical_and_complete():
+    settings = json.loads(extraction_settings(validate_config({})))
+    assert "negatives_per_image" not in settings
+    assert PatchSettings.from_dict(settings).size == 512
+    reordered = validate_config({"patches": {"seed": 0, "size": 512}})
+    assert extraction_settings(reordered) == extraction_settings(validate_config({}))

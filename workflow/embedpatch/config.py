@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,18 @@ def resolve_inputs(config: Mapping[str, Any]) -> Inputs:
 DEMO_NEGATIVES_PER_IMAGE = 2
 
 
-def patch_settings(config: Mapping[str, Any]) -> dict:
-    """The validated `patches` section with `negatives_per_image` resolved (null: on for the
-    demo cohort, off for user data)."""
-    settings = dict(config["patches"])
-    if settings["negatives_per_image"] is None:
-        demo = resolve_inputs(config).is_demo
-        settings["negatives_per_image"] = DEMO_NEGATIVES_PER_IMAGE if demo else 0
-    return settings
+def negatives_per_image(config: Mapping[str, Any]) -> int:
+    """patches.negatives_per_image, where null means on for the demo cohort, off for user data."""
+    chosen = config["patches"]["negatives_per_image"]
+    if chosen is not None:
+        return chosen
+    return DEMO_NEGATIVES_PER_IMAGE if resolve_inputs(config).is_demo else 0
+
+
+def extraction_settings(config: Mapping[str, Any]) -> str:
+    """The settings every extraction job gets, as canonical JSON (a change reruns all exams).
+
+    negatives_per_image is left out: it is part of each exam's own specification.
+    """
+    settings = {k: v for k, v in config["patches"].items() if k != "negatives_per_image"}
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

@@ -1,4 +1,3 @@
-import json
 import os
 import sys
 
@@ -14,7 +13,8 @@ os.environ.update(
 
 from embedpatch.config import (
     ConfigError,
-    patch_settings,
+    extraction_settings,
+    negatives_per_image,
     resolve_inputs,
     validate_config,
 )
@@ -26,5 +26,5 @@ except ConfigError as error:
 
 RESULTS = config["results"]
 INPUTS = resolve_inputs(config)
-PATCH_SETTINGS = patch_settings(config)
-PATCH_SETTINGS_JSON = json.dumps(PATCH_SETTINGS, sort_keys=True)
+NEGATIVES_PER_IMAGE = negatives_per_image(config)
+EXTRACTION_SETTINGS = extraction_settings(config)

@@ -15,7 +15,7 @@ def exam_specs():
         stage2.accepted,
         stage2.rejected,
         f"{RESULTS}/metadata/filtered.parquet",
-        PATCH_SETTINGS["negatives_per_image"],
+        NEGATIVES_PER_IMAGE,
     )
 
 
@@ -42,7 +42,7 @@ rule extract_patches:
         mem_mb=1500,
     params:
         spec=exam_spec,
-        settings=PATCH_SETTINGS_JSON,
+        settings=EXTRACTION_SETTINGS,
     script:
         "../scripts/extract_patches.py"
 

@@ -1,0 +1,585 @@
+"""Patches of one exam: every ROI x frame x padding mode, then negative windows.
+
+Each image is opened once (`ImageReader`); a patch reads only the in-image part of
+its window (`padding.cut_patch`), so a DBT volume is never decoded whole. Output
+order is deterministic: images in spec order; within an image its ROIs by
+roi_index, frames ascending, padding modes in settings order, then its negative
+windows. Reads run frame by frame (a decoded frame is reused), whatever that order.
+A negative window (negatives.py) gives one patch, recorded as tissue padding of the
+window itself with roi_index -1; 2D / C-view patches have frame -1. Images with
+neither ROIs nor negatives to cut are not opened.
+
+Pixel values (`PatchSettings.pixel_values`), outside-image pixels always 0:
+- "stored": pydicom's decoded values and dtype;
+- "monochrome2": MONOCHROME1 images inverted within Bits Stored (tissue bright);
+- "windowed_uint8": the header's linear VOI window to 0..255, then 255 - v for
+  MONOCHROME1; an image without a usable window (WindowCenter / WindowWidth
+  missing, or width < 1) gets the window spanning every Bits Stored value.
+Images of one exam with different dtypes are cast to `np.result_type` of them all
+(uint16 with int16 gives int32); an exam without any patch has dtype uint16 (uint8
+when windowed).
+
+Failures stay local: an image that cannot be read (missing, unreadable, a frame
+that does not decode) or does not fit its spec (box or frame outside the image)
+becomes one rejection record and no patches; the exam's other images go on. Only a
+malformed spec or settings raises (SpecError).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedpatch.dicom_io import (
+    ImageError,
+    ImageHeader,
+    ImageReader,
+    invert_monochrome1,
+    window_to_uint8,
+)
+from embedpatch.negatives import (
+    DOWNSAMPLE,
+    negative_rng,
+    negative_windows,
+    tissue_view_mask,
+    window_box,
+)
+from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement
+from embedpatch.reasons import RoiReason
+from embedpatch.roi_parse import Box
+from embedpatch.roi_table import REJECTED_COLUMNS
+from embedpatch.roi_validate import WHOLE_ROW
+from embedpatch.shards import COMPRESSIONS, DEFAULT_COMPRESSION, ExamPatches
+
+log = logging.getLogger(__name__)
+
+FLAT_TYPES = ("2D", "cview")
+IMAGE_TYPES = (*FLAT_TYPES, "3D")
+PADDING_MODES = ("tissue", "black")
+DBT_FRAMES = ("all", "center")
+PIXEL_VALUES = ("stored", "monochrome2", "windowed_uint8")
+NO_FRAME = -1  # info.frame of 2D / C-view patches
+NO_ROI = -1  # info.roi_index of negative windows
+EMPTY_DTYPE = np.dtype(np.uint16)  # dtype of a stored / monochrome2 exam without patches
+
+INFO_INT_COLUMNS = [
+    "index",
+    "empi_anon",
+    "acc_anon",
+    "roi_index",
+    "frame",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "patch_y0",
+    "patch_x0",
+    "patch_size",
+]
+INFO_COLUMNS = [
+    "index",
+    "empi_anon",
+    "acc_anon",
+    "anon_dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "roi_index",
+    "frame",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "patch_y0",
+    "patch_x0",
+    "patch_size",
+    "padding",
+    "label",
+]
+REJECTION_INT_COLUMNS = ["empi_anon", "acc_anon", "roi_index", "n_rois"]
+REJECTION_COLUMNS = REJECTED_COLUMNS
+
+
+class SpecError(ValueError):
+    """A malformed exam specification or patch settings: a bug upstream, never data."""
+
+
+class ImageMismatch(ImageError):  # noqa: N818 - named after its reason code
+    """The image does not fit its spec: a box or frame lies outside it."""
+
+    reason = RoiReason.DIMENSION_MISMATCH
+
+
+# ---- the input contract -------------------------------------------------------------
+
+
+def _fields(
+    data: Mapping[str, Any], required: Sequence[str], what: str, optional: Sequence[str] = ()
+) -> None:
+    """Refuse `data` unless it has every `required` key and no key outside `optional`."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{what} must be a mapping, got {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    unknown = sorted(set(data) - set(required) - set(optional))
+    if missing or unknown:
+        raise SpecError(f"{what}: missing keys {missing}, unknown keys {unknown}")
+
+
+def _int(value: Any, what: str, minimum: int | None = None) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise SpecError(f"{what} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SpecError(f"{what} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _choice(value: Any, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise SpecError(f"{what} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise SpecError(f"{what} must be a string or null, got {value!r}")
+    return value
+
+
+def _list(value: Any, what: str) -> Sequence[Any]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise SpecError(f"{what} must be a list, got {value!r}")
+    return value
+
+
+def _box(values: Any, what: str) -> Box:
+    if not isinstance(values, Sequence) or len(values) != 4:
+        raise SpecError(f"{what} must be [ymin, xmin, ymax, xmax], got {values!r}")
+    ymin, xmin, ymax, xmax = (_int(value, what) for value in values)
+    return ymin, xmin, ymax, xmax
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """One accepted ROI: pixels [ymin:ymax, xmin:xmax] on `frames` (0-based; 3D only)."""
+
+    roi_index: int
+    box: Box
+    frames: tuple[int, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoiSpec:
+        """An ROI from its JSON form {"roi_index", "ymin", "xmin", "ymax", "xmax", "frames"}."""
+        _fields(data, ["roi_index", "ymin", "xmin", "ymax", "xmax", "frames"], "ROI")
+        index = _int(data["roi_index"], "roi_index", 0)
+        box = _box([data[key] for key in ("ymin", "xmin", "ymax", "xmax")], f"ROI {index} box")
+        if not (0 <= box[0] < box[2] and 0 <= box[1] < box[3]):
+            raise SpecError(f"ROI {index}: box {box} is empty or has negative coordinates")
+        frames = _list(data["frames"], f"ROI {index} frames")
+        frames = tuple(_int(frame, f"ROI {index} frame", 0) for frame in frames)
+        return cls(index, box, frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `from_dict` reads."""
+        ymin, xmin, ymax, xmax = self.box
+        return {
+            "roi_index": self.roi_index,
+            **{"ymin": ymin, "xmin": xmin, "ymax": ymax, "xmax": xmax},
+            "frames": list(self.frames),
+        }
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of an exam: where to read it, its ROIs, and its negative windows."""
+
+    anon_dicom_path: str
+    dicom_path: str
+    image_type: str  # FinalImageType
+    laterality: str | None  # ImageLateralityFinal
+    view: str | None  # ViewPosition
+    rois: tuple[RoiSpec, ...]
+    negatives: int = 0  # negative windows to draw (2D / C-view only)
+    avoid: tuple[Box, ...] = ()  # boxes negative windows must keep away from
+
+    KEYS = (
+        "anon_dicom_path",
+        "dicom_path",
+        "FinalImageType",
+        "ImageLateralityFinal",
+        "ViewPosition",
+        "rois",
+        "negatives",
+        "avoid",
+    )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageSpec:
+        """An image from its JSON form (see the module's input contract)."""
+        _fields(data, cls.KEYS, "image")
+        path = data["anon_dicom_path"]
+        if not isinstance(path, str) or not isinstance(data["dicom_path"], str):
+            raise SpecError(f"image paths must be strings, got {path!r}, {data['dicom_path']!r}")
+        spec = cls(
+            anon_dicom_path=path,
+            dicom_path=data["dicom_path"],
+            image_type=_choice(data["FinalImageType"], IMAGE_TYPES, f"{path}: FinalImageType"),
+            laterality=_optional_str(data["ImageLateralityFinal"], "ImageLateralityFinal"),
+            view=_optional_str(data["ViewPosition"], "ViewPosition"),
+            rois=tuple(RoiSpec.from_dict(roi) for roi in _list(data["rois"], f"{path}: rois")),
+            negatives=_int(data["negatives"], f"{path}: negatives", 0),
+            avoid=tuple(
+                _box(box, f"{path}: avoid") for box in _list(data["avoid"], f"{path}: avoid")
+            ),
+        )
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        flat = self.image_type in FLAT_TYPES
+        indices = [roi.roi_index for roi in self.rois]
+        if len(set(indices)) != len(indices):
+            raise SpecError(f"{self.anon_dicom_path}: duplicate roi_index in {indices}")
+        for roi in self.rois:
+            if flat == bool(roi.frames):
+                raise SpecError(
+                    f"{self.anon_dicom_path}: ROI {roi.roi_index} of a {self.image_type} image "
+                    f"has frames {list(roi.frames)}; frames are required for 3D, absent otherwise"
+                )
+        if self.negatives and not flat:
+            raise SpecError(f"{self.anon_dicom_path}: negative windows on a 3D image")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `from_dict` reads."""
+        values = (
+            self.anon_dicom_path,
+            self.dicom_path,
+            self.image_type,
+            self.laterality,
+            self.view,
+            [roi.to_dict() for roi in self.rois],
+            self.negatives,
+            [list(box) for box in self.avoid],
+        )
+        return dict(zip(self.KEYS, values, strict=True))
+
+
+@dataclass(frozen=True)
+class ExamSpec:
+    """Everything that decides one exam's patches (the lead's rule passes it as JSON)."""
+
+    acc_anon: int
+    empi_anon: int
+    images: tuple[ImageSpec, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExamSpec:
+        """An exam from {"acc_anon", "empi_anon", "images": [...]}."""
+        _fields(data, ["acc_anon", "empi_anon", "images"], "exam")
+        images = tuple(ImageSpec.from_dict(image) for image in _list(data["images"], "images"))
+        paths = [image.anon_dicom_path for image in images]
+        if len(set(paths)) != len(paths):
+            raise SpecError(f"exam {data['acc_anon']}: an image is listed twice")
+        return cls(
+            acc_anon=_int(data["acc_anon"], "acc_anon"),
+            empi_anon=_int(data["empi_anon"], "empi_anon"),
+            images=images,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ExamSpec:
+        """An exam from its JSON string."""
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `from_dict` reads."""
+        return {
+            "acc_anon": self.acc_anon,
+            "empi_anon": self.empi_anon,
+            "images": [image.to_dict() for image in self.images],
+        }
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """How patches are cut and stored (the `patches` config section)."""
+
+    size: int
+    padding: tuple[str, ...]
+    dbt_frames: str  # "all" listed frames, or "center": frames[len // 2] of the sorted list
+    negative_margin: int  # pixels kept between a negative window and every avoid box
+    seed: int
+    pixel_values: str
+    compression: str
+
+    UPSTREAM = ("negatives_per_image",)  # config keys used to build the specs, ignored here
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PatchSettings:
+        """Settings from their JSON form (or the whole `patches` config section): every field
+        is required but compression (default shards.DEFAULT_COMPRESSION)."""
+        required = [name for name in cls.__dataclass_fields__ if name != "compression"]
+        _fields(data, required, "patch settings", ["compression", *cls.UPSTREAM])
+        padding = _list(data["padding"], "padding")
+        if not padding or len(set(padding)) != len(padding):
+            raise SpecError(f"padding must list distinct modes, got {padding!r}")
+        return cls(
+            size=_int(data["size"], "size", 1),
+            padding=tuple(_choice(mode, PADDING_MODES, "padding") for mode in padding),
+            dbt_frames=_choice(data["dbt_frames"], DBT_FRAMES, "dbt_frames"),
+            negative_margin=_int(data["negative_margin"], "negative_margin", 0),
+            seed=_int(data["seed"], "seed", 0),
+            pixel_values=_choice(data["pixel_values"], PIXEL_VALUES, "pixel_values"),
+            compression=_choice(
+                data.get("compression", DEFAULT_COMPRESSION), list(COMPRESSIONS), "compression"
+            ),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PatchSettings:
+        """Settings from their JSON string."""
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `from_dict` reads."""
+        return {**asdict(self), "padding": list(self.padding)}
+
+
+# ---- one image --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """One patch to cut: where it goes in the image's output and what it records."""
+
+    frame: int
+    placement: Placement
+    record: dict[str, Any]
+
+
+def _selected_frames(roi: RoiSpec, dbt_frames: str) -> list[int]:
+    frames = sorted(set(roi.frames))
+    if not frames:
+        return [0]
+    return frames if dbt_frames == "all" else [frames[len(frames) // 2]]
+
+
+def _placement(mode: str, box: Box, header: ImageHeader, size: int) -> Placement:
+    if mode == "tissue":
+        return tissue_placement(box, header.rows, header.columns, size)
+    return black_window(box, size)
+
+
+def _record(placement: Placement, box: Box, **fields: Any) -> dict[str, Any]:
+    ymin, xmin, ymax, xmax = box
+    return {
+        **fields,
+        **{"ymin": ymin, "xmin": xmin, "ymax": ymax, "xmax": xmax},
+        "patch_y0": placement.y0 - placement.patch_y,
+        "patch_x0": placement.x0 - placement.patch_x,
+    }
+
+
+def _roi_cuts(image: ImageSpec, header: ImageHeader, settings: PatchSettings) -> list[_Cut]:
+    flat = image.image_type in FLAT_TYPES
+    cuts = []
+    for roi in sorted(image.rois, key=lambda r: r.roi_index):
+        for frame in _selected_frames(roi, settings.dbt_frames):
+            for mode in settings.padding:
+                placement = _placement(mode, roi.box, header, settings.size)
+                fields = {
+                    "roi_index": roi.roi_index,
+                    "frame": NO_FRAME if flat else frame,
+                    "padding": mode,
+                    "label": "roi",
+                }
+                cuts.append(_Cut(frame, placement, _record(placement, roi.box, **fields)))
+    return cuts
+
+
+def _negative_cuts(image: ImageSpec, reader: ImageReader, settings: PatchSettings) -> list[_Cut]:
+    """Negative windows: one patch each, recorded as tissue padding of the window itself."""
+    if not image.negatives:
+        return []
+    header, size = reader.header, settings.size
+    windows = negative_windows(
+        tissue_view_mask(reader, DOWNSAMPLE),
+        DOWNSAMPLE,
+        header.rows,
+        header.columns,
+        size,
+        image.negatives,
+        image.avoid,
+        settings.negative_margin,
+        negative_rng(settings.seed, image.anon_dicom_path),
+    )
+    if len(windows) < image.negatives:
+        log.info(
+            "%s: %d of %d negative windows found",
+            image.anon_dicom_path,
+            len(windows),
+            image.negatives,
+        )
+    cuts = []
+    for y0, x0 in windows:
+        box = window_box(y0, x0, size)
+        placement = Placement(*box)
+        fields = {"roi_index": NO_ROI, "frame": NO_FRAME, "padding": "tissue", "label": "negative"}
+        cuts.append(_Cut(0, placement, _record(placement, box, **fields)))
+    return cuts
+
+
+def _check_fits(image: ImageSpec, header: ImageHeader) -> None:
+    """Refuse an image its spec does not fit (replaced or regenerated since validation)."""
+    for roi in image.rois:
+        _, _, ymax, xmax = roi.box
+        if ymax > header.rows or xmax > header.columns:
+            raise ImageMismatch(
+                f"{image.dicom_path}: ROI {roi.roi_index} box {roi.box} outside the "
+                f"{header.rows} x {header.columns} image"
+            )
+        if any(frame >= header.number_of_frames for frame in roi.frames):
+            raise ImageMismatch(
+                f"{image.dicom_path}: ROI {roi.roi_index} frames {list(roi.frames)} beyond its "
+                f"{header.number_of_frames} frames"
+            )
+
+
+def _full_range_window(header: ImageHeader) -> tuple[float, float]:
+    """(centre, width) of the window spanning every value Bits Stored can hold."""
+    width = float(1 << header.bits_stored)
+    low = -width / 2 if header.pixel_representation else 0.0
+    return low + width / 2, width
+
+
+def _windowed(pixels: np.ndarray, centre: float, width: float, invert: bool) -> np.ndarray:
+    values = window_to_uint8(pixels, centre, width)
+    return 255 - values if invert else values
+
+
+def _pixel_transform(
+    reader: ImageReader, mode: str
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, np.dtype]:
+    """The function applied to the pixels read (None: none) and the patch dtype."""
+    header = reader.header
+    monochrome1 = header.photometric_interpretation == "MONOCHROME1"
+    if mode == "stored" or (mode == "monochrome2" and not monochrome1):
+        return None, reader.dtype
+    if mode == "monochrome2":
+        return partial(invert_monochrome1, bits_stored=header.bits_stored), reader.dtype
+    centre, width = header.window_center, header.window_width
+    if centre is None or width is None or width < 1:
+        centre, width = _full_range_window(header)
+    return partial(_windowed, centre=centre, width=width, invert=monochrome1), np.dtype(np.uint8)
+
+
+def _region_reader(
+    reader: ImageReader, frame: int, transform: Callable[[np.ndarray], np.ndarray] | None
+) -> Callable[[int, int, int, int], np.ndarray]:
+    if transform is None:
+        return partial(reader.region, frame)
+    return lambda y0, y1, x0, x1: transform(reader.region(frame, y0, y1, x0, x1))
+
+
+def _image_patches(
+    image: ImageSpec, settings: PatchSettings
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """All patches of one image and their records; raises ImageError for a bad image."""
+    with ImageReader(image.dicom_path) as reader:
+        header = reader.header
+        _check_fits(image, header)
+        transform, dtype = _pixel_transform(reader, settings.pixel_values)
+        cuts = _roi_cuts(image, header, settings) + _negative_cuts(image, reader, settings)
+        patches = np.empty((len(cuts), settings.size, settings.size), dtype=dtype)
+        for position in sorted(range(len(cuts)), key=lambda i: cuts[i].frame):
+            cut = cuts[position]
+            patches[position] = cut_patch(
+                _region_reader(reader, cut.frame, transform),
+                cut.placement,
+                settings.size,
+                header.rows,
+                header.columns,
+                dtype,
+            )
+    return patches, [cut.record for cut in cuts]
+
+
+# ---- one exam -------------------------------------------------------------------------
+
+
+def _image_fields(spec: ExamSpec, image: ImageSpec) -> dict[str, Any]:
+    return {
+        "empi_anon": spec.empi_anon,
+        "acc_anon": spec.acc_anon,
+        "anon_dicom_path": image.anon_dicom_path,
+        "FinalImageType": image.image_type,
+    }
+
+
+def _rejection(spec: ExamSpec, image: ImageSpec, error: ImageError) -> dict[str, Any]:
+    log.warning("%s: no patches, %s: %s", image.anon_dicom_path, error.reason, error)
+    return {
+        **_image_fields(spec, image),
+        "roi_index": WHOLE_ROW,
+        "reason": str(error.reason),
+        "detail": str(error),
+        "n_rois": len(image.rois),
+    }
+
+
+def typed_table(
+    records: list[dict[str, Any]], columns: Sequence[str], int_columns: Sequence[str]
+) -> pd.DataFrame:
+    """A table of `records` with exactly `columns`: int64 where listed, strings elsewhere.
+
+    Missing strings (None) become the string dtype's missing value.
+    """
+    table = pd.DataFrame(records, columns=list(columns))
+    types = {name: "int64" if name in int_columns else "str" for name in columns}
+    return table.astype(types)
+
+
+def _stacked(arrays: list[np.ndarray], settings: PatchSettings) -> np.ndarray:
+    if not arrays:
+        empty = np.uint8 if settings.pixel_values == "windowed_uint8" else EMPTY_DTYPE
+        return np.empty((0, settings.size, settings.size), dtype=empty)
+    common = np.result_type(*(array.dtype for array in arrays))
+    return np.concatenate([array.astype(common, copy=False) for array in arrays])
+
+
+def extract_exam(spec: ExamSpec, settings: PatchSettings) -> ExamPatches:
+    """Cut every patch of one exam; images that fail become rejections, never exceptions."""
+    arrays: list[np.ndarray] = []
+    records: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
+    for image in spec.images:
+        if not (image.rois or image.negatives):
+            continue  # nothing to cut: the image is not even opened
+        try:
+            patches, image_records = _image_patches(image, settings)
+        except ImageError as error:
+            rejections.append(_rejection(spec, image, error))
+            continue
+        fields = {
+            **_image_fields(spec, image),
+            "ImageLateralityFinal": image.laterality,
+            "ViewPosition": image.view,
+            "patch_size": settings.size,
+        }
+        records += [{**fields, **record} for record in image_records]
+        arrays.append(patches)
+    for index, record in enumerate(records):
+        record["index"] = index
+    return ExamPatches(
+        acc_anon=spec.acc_anon,
+        empi_anon=spec.empi_anon,
+        patches=_stacked(arrays, settings),
+        info=typed_table(records, INFO_COLUMNS, INFO_INT_COLUMNS),
+        rejections=typed_table(rejections, REJECTION_COLUMNS, REJECTION_INT_COLUMNS),
+    )

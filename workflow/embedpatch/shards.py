@@ -1,0 +1,317 @@
+"""One HDF5 shard per exam: its patches, one info row per patch, the images refused, provenance.
+
+Layout (SCHEMA_VERSION 1):
+- dataset "patches": (N, size, size), one patch per chunk (1, size, size), maxshape
+  (None, size, size) so N = 0 is a valid empty dataset; filters from COMPRESSIONS.
+- groups "info" and "rejected": one 1-D dataset per table column, int64 or UTF-8
+  variable-length strings; a missing string is stored as "" and read back as
+  missing (no column uses "" as a value). The group attribute "columns" (JSON)
+  keeps the column order.
+- file attributes: schema_version, config_hash, config (JSON), compression,
+  package_versions (JSON), acc_anon, empi_anon, n_patches, n_roi_patches,
+  n_negative_patches, n_rejected_images, and last "complete" = True.
+No timestamps anywhere (track_times=False): the same exam gives a byte-identical
+file. The file is written under a temporary name beside the final one and moved
+into place only once closed (`tables.atomic_output`), so a reader never sees half a
+shard; `shard_is_complete`, `read_shard` and `read_shard_tables` (no patches read)
+also refuse truncated or unfinished files.
+Files are opened with HDF5 file locking off: a shard is never modified after the
+rename, and locking fails on some network file systems.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import h5py
+import hdf5plugin  # registers the Blosc and Bitshuffle filters for readers and writers
+import numpy as np
+import pandas as pd
+
+from embedpatch.tables import atomic_output
+
+SCHEMA_VERSION = 1
+_BLOSC = hdf5plugin.Blosc
+COMPRESSIONS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "lzf": {"compression": "lzf", "shuffle": True},
+    "blosc-zstd": dict(_BLOSC(cname="zstd", clevel=5, shuffle=_BLOSC.SHUFFLE)),
+    "blosc-zstd-bitshuffle": dict(_BLOSC(cname="zstd", clevel=2, shuffle=_BLOSC.BITSHUFFLE)),
+    "blosc-lz4": dict(_BLOSC(cname="lz4", clevel=5, shuffle=_BLOSC.SHUFFLE)),
+    "bitshuffle-lz4": dict(hdf5plugin.Bitshuffle(cname="lz4")),
+}
+"""Compression name -> h5py create_dataset keyword arguments; every codec but "none" runs
+after a byte or bit shuffle (12-bit values in 16-bit words compress far better shuffled)."""
+DEFAULT_COMPRESSION = "blosc-zstd-bitshuffle"
+"""Chosen by bench/bench_shards.py: the best ratio of the fast codecs (see the report)."""
+PLUGIN_COMPRESSIONS = frozenset(
+    name for name, filters in COMPRESSIONS.items() if isinstance(filters.get("compression"), int)
+)
+"""Names whose filter (a registered filter id) a reader needs `import hdf5plugin` for."""
+
+RESERVED_ATTRS = frozenset(
+    {
+        "schema_version",
+        "compression",
+        "package_versions",
+        "acc_anon",
+        "empi_anon",
+        "n_patches",
+        "n_roi_patches",
+        "n_negative_patches",
+        "n_rejected_images",
+        "complete",
+    }
+)
+_JSON_ATTRS = ("config", "package_versions")
+_VERSIONED = (
+    "numpy",
+    "pydicom",
+    "h5py",
+    "hdf5plugin",
+    "pylibjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-rle",
+    "pyjpegls",
+)
+_STRINGS = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True, eq=False)
+class ExamPatches:
+    """One exam's patches (N, size, size), one info row per patch, one row per image refused."""
+
+    acc_anon: int
+    empi_anon: int
+    patches: np.ndarray
+    info: pd.DataFrame  # extract.INFO_COLUMNS; row i describes patches[i]
+    rejections: pd.DataFrame  # extract.REJECTION_COLUMNS
+
+
+class ShardError(ValueError):
+    """A shard that is missing, truncated, unfinished or of another schema version."""
+
+
+class ShardTables(NamedTuple):
+    """A shard's tables and attributes, as `read_shard_tables` returns them."""
+
+    info: pd.DataFrame
+    rejections: pd.DataFrame
+    attrs: dict[str, Any]
+
+
+class Shard(NamedTuple):
+    """A shard's contents, as `read_shard` returns them."""
+
+    patches: np.ndarray
+    info: pd.DataFrame
+    rejections: pd.DataFrame
+    attrs: dict[str, Any]
+
+
+def _embedpatch_version() -> str:
+    """The installed version, else the one in the source tree's pyproject.toml."""
+    try:
+        return metadata.version("embedpatch")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        if not pyproject.is_file():
+            return "unknown"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of everything that decides the patches' values or the file's encoding."""
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {**versions, "hdf5": h5py.version.hdf5_version, "embedpatch": _embedpatch_version()}
+
+
+# ---- writing ----------------------------------------------------------------------------
+
+
+def _column_data(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """A column as (array, HDF5 dtype): int64 or UTF-8 strings with "" for missing."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.to_numpy(np.int64), np.int64
+    if pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype(object).where(values.notna(), "")
+        if (text[values.notna()] == "").any():
+            raise ValueError(f"column {values.name!r}: '' is reserved for missing strings")
+        return text.to_numpy(object), _STRINGS
+    raise TypeError(f"column {values.name!r} has dtype {values.dtype}: only ints and strings")
+
+
+def _write_table(file: h5py.File, name: str, table: pd.DataFrame) -> None:
+    group = file.create_group(name)
+    group.attrs["columns"] = json.dumps(list(table.columns))
+    for column in table.columns:
+        data, dtype = _column_data(table[column])
+        group.create_dataset(column, data=data, dtype=dtype, track_times=False)
+
+
+def _check_exam(exam: ExamPatches) -> int:
+    """The patch size, after checking the patches and their info agree."""
+    patches = exam.patches
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.shape[1] < 1:
+        raise ValueError(f"patches must be (N, size, size), got {patches.shape}")
+    if len(exam.info) != len(patches):
+        raise ValueError(f"{len(patches)} patches but {len(exam.info)} info rows")
+    return patches.shape[1]
+
+
+def _file_attrs(exam: ExamPatches, attrs: Mapping[str, Any], compression: str) -> dict:
+    clashes = sorted(RESERVED_ATTRS & set(attrs))
+    if clashes or not {"config_hash", "config"} <= set(attrs):
+        raise ValueError(f"attrs need config_hash and config, and none of {clashes}")
+    config = attrs["config"]
+    labels = exam.info["label"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **attrs,
+        "config": config if isinstance(config, str) else json.dumps(config, sort_keys=True),
+        "compression": compression,
+        "package_versions": json.dumps(package_versions(), sort_keys=True),
+        "acc_anon": np.int64(exam.acc_anon),
+        "empi_anon": np.int64(exam.empi_anon),
+        "n_patches": np.int64(len(exam.patches)),
+        "n_roi_patches": np.int64((labels == "roi").sum()),
+        "n_negative_patches": np.int64((labels == "negative").sum()),
+        "n_rejected_images": np.int64(len(exam.rejections)),
+    }
+
+
+def write_shard(
+    path: str | Path,
+    exam: ExamPatches,
+    attrs: Mapping[str, Any],
+    compression: str = DEFAULT_COMPRESSION,
+) -> None:
+    """Write `exam` to the shard at `path` atomically (an existing shard is replaced).
+
+    `attrs` must hold config_hash (str) and config (mapping, or its JSON string);
+    other keys are stored as given, except the attributes this function writes.
+    """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}, not one of {list(COMPRESSIONS)}")
+    size = _check_exam(exam)
+    file_attrs = _file_attrs(exam, attrs, compression)
+    filters = COMPRESSIONS[compression]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary, h5py.File(temporary, "w", locking=False) as file:
+        file.create_dataset(
+            "patches",
+            data=exam.patches,
+            chunks=(1, size, size),
+            maxshape=(None, size, size),
+            track_times=False,
+            **filters,
+        )
+        _write_table(file, "info", exam.info)
+        _write_table(file, "rejected", exam.rejections)
+        file.attrs.update(file_attrs)
+        file.attrs["complete"] = True
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def _layout_problem(file: h5py.File) -> str | None:
+    """Why an open file is not a complete shard of this schema, or None if it is."""
+    if not file.attrs.get("complete", False):
+        return "not marked complete"
+    if file.attrs.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {file.attrs.get('schema_version')}, expected {SCHEMA_VERSION}"
+    count = file.attrs["n_patches"]
+    lengths = {file["patches"].shape[0], *(len(column) for column in file["info"].values())}
+    if lengths != {count}:
+        return f"n_patches {count} but datasets of lengths {sorted(lengths)}"
+    return None
+
+
+def _problem(file: h5py.File) -> str | None:
+    """Why an open file is not a complete shard of this schema (damage included), or None."""
+    try:
+        return _layout_problem(file)
+    except (OSError, KeyError) as error:
+        return f"unreadable shard ({error})"
+
+
+def _open(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", locking=False)
+    except (OSError, ValueError) as error:  # missing, truncated or not HDF5
+        raise ShardError(f"{path}: cannot open as HDF5 ({error})") from None
+
+
+def shard_is_complete(path: str | Path) -> bool:
+    """Whether `path` is a finished, untruncated shard of this schema version."""
+    try:
+        with _open(path) as file:
+            return _problem(file) is None
+    except ShardError:
+        return False
+
+
+def _read_column(dataset: h5py.Dataset) -> np.ndarray | pd.Series:
+    if h5py.check_string_dtype(dataset.dtype) is None:
+        return dataset[()]
+    values = pd.Series(dataset.asstr()[()], dtype=object)
+    return values.where(values != "", None).astype("str")
+
+
+def _read_table(group: h5py.Group) -> pd.DataFrame:
+    columns = json.loads(group.attrs["columns"])
+    return pd.DataFrame({name: _read_column(group[name]) for name in columns}, columns=columns)
+
+
+def _python_attrs(file: h5py.File) -> dict[str, Any]:
+    """File attributes as Python values, the JSON ones (config, package_versions) decoded."""
+    attrs = {
+        name: value.item() if isinstance(value, np.generic) else value
+        for name, value in file.attrs.items()
+    }
+    return attrs | {name: json.loads(attrs[name]) for name in _JSON_ATTRS}
+
+
+@contextmanager
+def _complete(path: str | Path) -> Iterator[h5py.File]:
+    """The open shard, if complete; ShardError otherwise, also for damage found while reading."""
+    with _open(path) as file:
+        problem = _problem(file)
+        if problem:
+            raise ShardError(f"{path}: {problem}")
+        try:
+            yield file
+        except (OSError, KeyError) as error:  # damaged past the header
+            raise ShardError(f"{path}: unreadable shard ({error})") from None
+
+
+def _tables(file: h5py.File) -> ShardTables:
+    return ShardTables(
+        _read_table(file["info"]), _read_table(file["rejected"]), _python_attrs(file)
+    )
+
+
+def read_shard_tables(path: str | Path) -> ShardTables:
+    """A shard's info and rejection tables and attributes, without reading its patches."""
+    with _complete(path) as file:
+        return _tables(file)
+
+
+def read_shard(path: str | Path) -> Shard:
+    """All of a shard in memory; ShardError if it is not a complete shard of this schema."""
+    with _complete(path) as file:
+        return Shard(file["patches"][()], *_tables(file))
