@@ -16,6 +16,7 @@ from embedpatch.config import (
     validate_config,
 )
 from embedpatch.extract import PatchSettings
+from embedpatch.shards import COMPRESSIONS, DEFAULT_COMPRESSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +123,10 @@ def test_extraction_settings_are_canonical_and_complete():
     assert PatchSettings.from_dict(settings).size == 512
     reordered = validate_config({"patches": {"seed": 0, "size": 512}})
     assert extraction_settings(reordered) == extraction_settings(validate_config({}))
+
+
+def test_compression_choices_are_the_shard_writers():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    choices = schema["properties"]["patches"]["properties"]["compression"]
+    assert set(choices["enum"]) == set(COMPRESSIONS)
+    assert choices["default"] == DEFAULT_COMPRESSION

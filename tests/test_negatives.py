@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedpatch.dicom_io import ImageReader
+from embedpatch.flip_check import tissue_view_mask
 from embedpatch.negatives import (
     MAX_IOU,
     MIN_TISSUE,
     negative_rng,
     negative_windows,
-    tissue_view_mask,
     window_around,
 )
 

@@ -148,3 +148,16 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
         raise RuntimeError
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_output_clears_what_a_killed_writer_left(tmp_path):
+    target = tmp_path / "exam.h5"
+    left_behind = tmp_path / ".exam.h5.4242.tmp"
+    left_behind.write_text("half a shard")
+    other = tmp_path / ".other.h5.4242.tmp"
+    other.write_text("another file's temporary")
+    with atomic_output(target) as temporary:
+        temporary.write_text("whole")
+    assert not left_behind.exists()
+    assert other.exists()
+    assert target.read_text() == "whole"

@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+
+from embedpatch.shards import read_shard
+from reference_patches import reference_origin, reference_patch, reference_values
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +77,51 @@ def test_demo_run_accounts_for_every_roi(demo_run):
     truth = json.loads((demo_run / "results/demo/truth.json").read_text())
     expected = {(r["anon_dicom_path"], r["reason"]) for r in truth if r["kind"] == "reject"}
     assert expected == set(zip(rejected["anon_dicom_path"], rejected["reason"], strict=True))
+
+
+def shard_patches(run: Path) -> dict[str, np.ndarray]:
+    return {
+        path.name: read_shard(path).patches
+        for path in sorted((run / "results/patches").glob("*.h5"))
+    }
+
+
+def test_every_patch_equals_a_whole_image_reference(demo_run):
+    manifest = pd.read_parquet(demo_run / "results/manifest.parquet")
+    filtered = pd.read_parquet(demo_run / "results/metadata/filtered.parquet")
+    local = dict(zip(filtered["anon_dicom_path"], filtered["dicom_path"], strict=True))
+    patches = shard_patches(demo_run)
+    assert len(manifest) == sum(len(stack) for stack in patches.values()) > 0
+    assert set(manifest["label"]) == {"roi", "negative"}
+    assert set(manifest["FinalImageType"]) == {"2D", "cview", "3D"}
+    for row in manifest.to_dict("records"):
+        path = str(demo_run / local[row["anon_dicom_path"]])
+        values = reference_values(path, max(row["frame"], 0), "stored")
+        box = (row["ymin"], row["xmin"], row["ymax"], row["xmax"])
+        origin, kept = reference_origin(box, *values.shape, row["patch_size"], row["padding"])
+        assert (row["patch_y0"], row["patch_x0"]) == origin
+        expected = reference_patch(values, origin, kept, row["patch_size"])
+        actual = patches[Path(row["shard"]).name][row["index"]]
+        np.testing.assert_array_equal(actual, expected, err_msg=str(row))
+
+
+def test_shards_record_config_and_versions(demo_run):
+    shard = read_shard(next((demo_run / "results/patches").glob("*.h5")))
+    assert shard.attrs["complete"] is True
+    assert shard.attrs["config"]["size"] == 512
+    assert shard.attrs["config"]["compression"] == shard.attrs["compression"]
+    assert {"pydicom", "numpy", "h5py", "embedpatch"} <= set(shard.attrs["package_versions"])
+    assert len(shard.attrs["config_hash"]) == 64
+
+
+def test_a_second_run_gives_identical_patches(demo_run, tmp_path):
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    first, second = shard_patches(demo_run), shard_patches(tmp_path)
+    assert first.keys() == second.keys()
+    for name, stack in first.items():
+        np.testing.assert_array_equal(stack, second[name], err_msg=name)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(demo_run / "results/manifest.parquet"),
+        pd.read_parquet(tmp_path / "results/manifest.parquet"),
+    )

@@ -44,11 +44,11 @@ from embedpatch.dicom_io import (
     invert_monochrome1,
     window_to_uint8,
 )
+from embedpatch.flip_check import tissue_view_mask
 from embedpatch.negatives import (
     DOWNSAMPLE,
     negative_rng,
     negative_windows,
-    tissue_view_mask,
     window_box,
 )
 from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement

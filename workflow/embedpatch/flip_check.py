@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedpatch.dicom_io import ImageReader, invert_monochrome1
 from embedpatch.roi_parse import Box
 from embedpatch.roi_validate import mirror_box_x
 
@@ -45,6 +46,14 @@ def tissue_mask(image: np.ndarray) -> np.ndarray:
     if high <= low:
         return np.zeros(image.shape, dtype=bool)
     return image > low + TISSUE_LEVEL * (high - low)
+
+
+def tissue_view_mask(reader: ImageReader, factor: int) -> np.ndarray:
+    """Tissue mask of frame 0 downsampled by `factor`, MONOCHROME1 inverted first."""
+    view = reader.downsampled(0, factor)
+    if reader.header.photometric_interpretation == "MONOCHROME1":
+        view = invert_monochrome1(view, reader.header.bits_stored)
+    return tissue_mask(view)
 
 
 def tissue_fraction(mask: np.ndarray, box: Box, factor: int) -> float:

@@ -46,7 +46,8 @@ def _clinical_labels(filtered_path: str) -> pd.DataFrame | None:
 def build_manifest(
     shard_paths: Sequence[str], results: str, filtered_path: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The manifest (one row per patch) and the extraction rejections of all shards."""
+    """The manifest (one row per patch, `shard` relative to `results`) and the extraction
+    rejections of all shards."""
     results_dir = Path(results)
     parts = [_shard_rows(Path(path), results_dir) for path in sorted(shard_paths)]
     manifest = pd.concat([info for info, _ in parts], ignore_index=True)
@@ -82,7 +83,6 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> 
 
 def collect_patches(
     shard_paths: Sequence[str],
-    results: str,
     filtered_path: str,
     validation_rejected_path: str,
     manifest_path: str,
@@ -90,7 +90,11 @@ def collect_patches(
     rejected_csv_path: str,
     summary_path: str,
 ) -> dict:
-    """Write the manifest, the combined rejection tables and the patch summary."""
+    """Write the manifest, the combined rejection tables and the patch summary.
+
+    The manifest's folder is the results folder its `shard` paths are relative to.
+    """
+    results = str(Path(manifest_path).parent)
     manifest, extraction = build_manifest(shard_paths, results, filtered_path)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)

@@ -17,10 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedpatch.dicom_io import ImageReader
-from embedpatch.flip_check import tissue_fraction, tissue_mask
+from embedpatch.flip_check import tissue_fraction
 from embedpatch.roi_parse import Box
-from embedpatch.roi_table import _tissue_bright
 from embedpatch.roi_validate import iou
 
 DOWNSAMPLE = 8  # factor of the view the tissue mask is computed on
@@ -32,11 +30,6 @@ MAX_IOU = 0.25  # windows of one image overlap each other less than this
 def negative_rng(seed: int, anon_dicom_path: str) -> np.random.Generator:
     """The generator of one image's negative windows: same seed and path, same windows."""
     return np.random.default_rng([seed, zlib.crc32(anon_dicom_path.encode())])
-
-
-def tissue_view_mask(reader: ImageReader, factor: int = DOWNSAMPLE) -> np.ndarray:
-    """Tissue mask of frame 0 downsampled by `factor` (MONOCHROME1 inverted first)."""
-    return tissue_mask(_tissue_bright(reader, factor))
 
 
 def window_box(y0: int, x0: int, size: int) -> Box:

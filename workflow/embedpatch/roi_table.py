@@ -24,10 +24,9 @@ from embedpatch.dicom_io import (
     ImageError,
     ImageHeader,
     ImageReader,
-    invert_monochrome1,
     read_header,
 )
-from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_mask
+from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_view_mask
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_parse import parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
@@ -134,18 +133,11 @@ def _declared_without_image(row: Mapping[str, Any]) -> int:
     return len(parse_coords(row["ROI_coords"]).entries)
 
 
-def _tissue_bright(reader: ImageReader, factor: int) -> Any:
-    view = reader.downsampled(0, factor)
-    if reader.header.photometric_interpretation == "MONOCHROME1":
-        view = invert_monochrome1(view, reader.header.bits_stored)
-    return view
-
-
 def check_flips(
     reader: ImageReader, accepted: tuple[AcceptedRoi, ...], settings: RoiSettings
 ) -> list[CheckedRoi]:
     """Run the wrong-side check on one 2D image's accepted ROIs (one downsampled read)."""
-    mask = tissue_mask(_tissue_bright(reader, settings.flip_downsample))
+    mask = tissue_view_mask(reader, settings.flip_downsample)
     columns = reader.header.columns
     checked = []
     for roi in accepted:

@@ -28,3 +28,25 @@ RESULTS = config["results"]
 INPUTS = resolve_inputs(config)
 NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
+
+
+def exam_specs():
+    """acc_anon -> JSON specification, for every exam with work (after stage 2)."""
+    # Imported here, not at the top: it brings pandas, and every job parses this file.
+    from embedpatch.exam_spec import load_exam_specs
+
+    stage2 = checkpoints.validate_rois.get().output
+    return load_exam_specs(
+        stage2.accepted,
+        stage2.rejected,
+        f"{RESULTS}/metadata/filtered.parquet",
+        NEGATIVES_PER_IMAGE,
+    )
+
+
+def exam_spec(wildcards):
+    return exam_specs()[wildcards.acc_anon]
+
+
+def exam_shards(wildcards):
+    return expand(f"{RESULTS}/patches/{{acc_anon}}.h5", acc_anon=sorted(exam_specs()))

@@ -4,29 +4,6 @@
 # ROI table is an ancient() input so rewriting it alone reruns nothing.
 
 
-def exam_specs():
-    """acc_anon -> JSON specification, for every exam with work (after stage 2)."""
-    from embedpatch.exam_spec import (
-        load_exam_specs,
-    )  # pandas: imported only when needed
-
-    stage2 = checkpoints.validate_rois.get().output
-    return load_exam_specs(
-        stage2.accepted,
-        stage2.rejected,
-        f"{RESULTS}/metadata/filtered.parquet",
-        NEGATIVES_PER_IMAGE,
-    )
-
-
-def exam_spec(wildcards):
-    return exam_specs()[wildcards.acc_anon]
-
-
-def exam_shards(wildcards):
-    return expand(f"{RESULTS}/patches/{{acc_anon}}.h5", acc_anon=sorted(exam_specs()))
-
-
 rule extract_patches:
     input:
         rois=ancient(f"{RESULTS}/rois/rois.parquet"),
@@ -63,7 +40,5 @@ rule collect_patches:
         "../../envs/collect.yaml"
     resources:
         mem_mb=2000,
-    params:
-        results=RESULTS,
     script:
         "../scripts/collect_patches.py"

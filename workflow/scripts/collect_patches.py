@@ -7,7 +7,6 @@ run_logged(
     snakemake.log[0],
     collect_patches,
     snakemake.input.shards,
-    snakemake.params.results,
     snakemake.input.filtered,
     snakemake.input.validation_rejected,
     snakemake.output.manifest,
