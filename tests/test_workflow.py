@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
 
 from embedpatch.shards import read_shard
 from reference_patches import reference_origin, reference_patch, reference_values
@@ -125,3 +128,37 @@ def test_a_second_run_gives_identical_patches(demo_run, tmp_path):
         pd.read_parquet(demo_run / "results/manifest.parquet"),
         pd.read_parquet(tmp_path / "results/manifest.parquet"),
     )
+
+
+def break_every_frame(path: Path) -> None:
+    """Rewrite a JPEG 2000 DICOM so that no frame decodes (its header stays valid)."""
+    dataset = pydicom.dcmread(path)
+    count = int(dataset.get("NumberOfFrames", 1))
+    dataset.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)] * count)
+    dataset.save_as(path)
+
+
+def test_an_image_failing_to_decode_stays_local(tmp_path):
+    assert snakemake(tmp_path).returncode == 0
+    rois = pd.read_parquet(tmp_path / "results/rois/rois.parquet")
+    compressed = [
+        (row.dicom_path, row.acc_anon, row.anon_dicom_path)
+        for row in rois.drop_duplicates("dicom_path").itertuples()
+        if pydicom.dcmread(
+            tmp_path / row.dicom_path, stop_before_pixels=True
+        ).file_meta.TransferSyntaxUID
+        == JPEG2000Lossless
+    ]
+    local_path, acc_anon, anon_path = compressed[0]
+    break_every_frame(tmp_path / local_path)
+    result = snakemake(tmp_path, "--forcerun", "extract_patches")
+    assert result.returncode == 0, result.stderr[-4000:]
+    rejected = pd.read_parquet(tmp_path / "results/rois/rejected.parquet")
+    from_extraction = rejected[rejected["stage"] == "extract"]
+    assert list(from_extraction["anon_dicom_path"]) == [anon_path]
+    assert from_extraction["reason"].iloc[0] == "image_unreadable"
+    manifest = pd.read_parquet(tmp_path / "results/manifest.parquet")
+    exam = manifest[manifest["acc_anon"] == acc_anon]
+    assert anon_path not in set(exam["anon_dicom_path"])
+    others = rois[(rois["acc_anon"] == acc_anon) & (rois["anon_dicom_path"] != anon_path)]
+    assert set(others["anon_dicom_path"]) <= set(exam["anon_dicom_path"])
