@@ -125,7 +125,7 @@ def test_a_new_exam_recomputes_only_that_exam(workdir, full_table, roi_exams):
     jobs = run(workdir)
     assert extracted(jobs) == {roi_exams[-1]}
     manifest = pd.read_parquet(workdir / "results/manifest.parquet")
-    assert str(manifest["acc_anon"].astype(str).isin([roi_exams[-1]]).any()) == "True"
+    assert (manifest["acc_anon"].astype(str) == roi_exams[-1]).any()
 
 
 def test_a_changed_roi_recomputes_only_its_exam(workdir, roi_exams):
