@@ -69,20 +69,6 @@ NO_FRAME = -1  # info.frame of 2D / C-view patches
 NO_ROI = -1  # info.roi_index of negative windows
 EMPTY_DTYPE = np.dtype(np.uint16)  # dtype of a stored / monochrome2 exam without patches
 
-INFO_INT_COLUMNS = [
-    "index",
-    "empi_anon",
-    "acc_anon",
-    "roi_index",
-    "frame",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
-    "patch_y0",
-    "patch_x0",
-    "patch_size",
-]
 INFO_COLUMNS = [
     "index",
     "empi_anon",
@@ -103,6 +89,15 @@ INFO_COLUMNS = [
     "padding",
     "label",
 ]
+INFO_STRING_COLUMNS = {
+    "anon_dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "padding",
+    "label",
+}
+INFO_INT_COLUMNS = [name for name in INFO_COLUMNS if name not in INFO_STRING_COLUMNS]
 REJECTION_INT_COLUMNS = ["empi_anon", "acc_anon", "roi_index", "n_rois"]
 REJECTION_COLUMNS = REJECTED_COLUMNS
 
