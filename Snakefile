@@ -8,11 +8,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/rois.smk"
 include: "workflow/rules/patches.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -22,3 +26,6 @@ rule all:
         f"{RESULTS}/metadata/filter_summary.json",
         f"{RESULTS}/rois/roi_summary.json",
         f"{RESULTS}/manifest.parquet",
+        rules.summarize_run.output,
+        rules.plot_tables.output,
+        rules.plot_images.output,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -125,8 +124,3 @@ def write_summary(summary_path: str, **paths: str) -> dict[str, Any]:
         temporary.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("funnel %s", json.dumps(summary["funnel"]))
     return summary
-
-
-def stage_totals(funnel: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
-    """Stage -> total, in funnel order."""
-    return {stage: funnel[stage]["total"] for stage in FUNNEL_STAGES}

@@ -1,0 +1,897 @@
+"""Summary figures of a pipeline run: one plotting function per figure, plus the rules' entry.
+
+Plotting functions take tables or arrays and return a matplotlib Figure (no pyplot, so
+no global state). `write_figures` is what the rules call: it reads only the tables a
+figure needs (and only their needed columns), and for the pixel figures a bounded,
+seeded sample of patches (from the shards) and of images (one frame at a time), so its
+cost does not grow with the number of exams beyond reading the tables.
+
+Display conventions: tissue bright (MONOCHROME1 pixels inverted), contrast stretched
+per image or patch over the pixels that came from the image (padding stays black);
+boxes are (ymin, xmin, ymax, xmax), max exclusive, drawn as
+Rectangle((xmin, ymin), xmax - xmin, ymax - ymin) on pixel edges.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  registers the shards' compression filters with h5py
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from embedpatch.dicom_io import ImageHeader, ImageReader, invert_monochrome1, read_header
+from embedpatch.extract import IMAGE_TYPES
+from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.roi_validate import mirror_box_x
+from embedpatch.summary import FUNNEL_STAGES, read_columns
+from embedpatch.tables import atomic_output
+
+log = logging.getLogger(__name__)
+
+SEED = 0
+GALLERY_ROIS = 6  # ROIs (columns) in the patch gallery, each with every padding mode
+GALLERY_NEGATIVES = 6
+DBT_FRAME_PANELS = 6  # frames of the DBT ROI shown at most (evenly spaced)
+FLIP_PANELS = 3  # suspect flips shown at most
+TOP_VALUES = 8  # bars per category in the counts figure; the rest is "other"
+LOCATION_POINTS = 20_000  # ROI centres plotted at most
+DPI = 110
+
+TYPE_LABELS = {"2D": "2D", "cview": "C-view", "3D": "DBT (3D)"}
+TYPE_COLORS = {"2D": "#1f77b4", "cview": "#ff7f0e", "3D": "#2ca02c"}
+STAGE_COLORS = {"validate": "#d62728", "extract": "#9467bd"}
+STAGE_LABELS = {"validate": "ROI validation", "extract": "patch extraction"}
+BOX_COLOR = "#ff3030"
+MIRROR_COLOR = "#00e5ff"
+MISSING = "(missing)"
+
+FUNNEL_PANELS = {
+    "metadata rows": ("rows_in", "rows_kept"),
+    "ROIs": ("rois_declared", "rois_accepted", "rois_rejected", "rois_with_patches"),
+    "patches": ("patches", "patches_roi", "patches_negative"),
+}
+WARNING_LABELS = {
+    RoiWarning.CLIPPED: "clipped to the image",
+    RoiWarning.NEAR_DUPLICATE: "near-duplicate of an earlier ROI",
+    RoiWarning.SUSPECT_FLIP: "suspect flip (box on background)",
+    RoiWarning.FLIP_FIXED: "flip fixed (box mirrored)",
+}
+
+
+# ---- shared helpers ---------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def message_figure(title: str, text: str) -> Figure:
+    """A figure saying why there is nothing to draw."""
+    fig = _figure(7, 2.5)
+    fig.suptitle(title)
+    _message(fig.subplots(), text)
+    return fig
+
+
+def _message(ax: Axes, text: str) -> None:
+    """Say in the middle of `ax` why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _type_legend(fig: Figure, types: Iterable[str] = IMAGE_TYPES) -> None:
+    handles = [Patch(color=TYPE_COLORS[kind], label=TYPE_LABELS[kind]) for kind in types]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), title="image type")
+
+
+def _count_axis(ax: Axes, values: Iterable[float], factor: float) -> None:
+    """An integer x axis reaching `factor` times the longest bar (room for the count labels)."""
+    ax.set_xlim(0, max(max(values, default=0), 1) * factor)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_box(ax: Axes, box: Sequence[int], color: str, **style: object) -> None:
+    ymin, xmin, ymax, xmax = box
+    ax.add_patch(
+        Rectangle((xmin, ymin), xmax - xmin, ymax - ymin, fill=False, edgecolor=color, **style)
+    )
+
+
+def _image_types(table: pd.DataFrame) -> list[str]:
+    """The image types present in `table`, in IMAGE_TYPES order."""
+    present = set(table["FinalImageType"].dropna())
+    return [kind for kind in IMAGE_TYPES if kind in present]
+
+
+def _describe(row: pd.Series) -> str:
+    """'DBT (3D) R MLO' for an image row."""
+    kind = TYPE_LABELS.get(row["FinalImageType"], row["FinalImageType"])
+    return f"{kind} {row['ImageLateralityFinal']} {row['ViewPosition']}"
+
+
+def interleaved_sample(table: pd.DataFrame, n: int, seed: int = SEED) -> pd.DataFrame:
+    """At most `n` rows drawn with `seed`, alternating between image types (each gets a turn)."""
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    turn = shuffled.groupby("FinalImageType", dropna=False).cumcount()
+    return shuffled.iloc[np.argsort(turn.to_numpy(), kind="stable")[:n]]
+
+
+# ---- funnel and rejections ----------------------------------------------------------------
+
+
+def _funnel_bar(ax: Axes, y: int, stage: Mapping) -> None:
+    """One horizontal bar, stacked by image type when the stage has the split."""
+    by_type = stage.get("by_image_type")
+    if by_type is None:
+        ax.barh(y, stage["total"], color="0.6")
+        text = f"{stage['total']:,} (all image types)"
+    else:
+        left = 0
+        for kind in IMAGE_TYPES:
+            ax.barh(y, by_type[kind], left=left, color=TYPE_COLORS[kind])
+            left += by_type[kind]
+        split = ", ".join(f"{TYPE_LABELS[kind]} {by_type[kind]:,}" for kind in IMAGE_TYPES)
+        text = f"{stage['total']:,} ({split})"
+    ax.annotate(text, (stage["total"], y), xytext=(4, 0), textcoords="offset points", va="center")
+
+
+def funnel_figure(funnel: Mapping[str, Mapping]) -> Figure:
+    """Metadata rows, ROIs and patches through the pipeline (summary.funnel_counts)."""
+    heights = [len(stages) for stages in FUNNEL_PANELS.values()]
+    fig = _figure(10, 1.0 + 0.55 * sum(heights))
+    axes = fig.subplots(len(FUNNEL_PANELS), 1, gridspec_kw={"height_ratios": heights})
+    for ax, (unit, stages) in zip(axes, FUNNEL_PANELS.items(), strict=True):
+        for y, stage in enumerate(stages):
+            _funnel_bar(ax, y, funnel[stage])
+        ax.set_yticks(range(len(stages)), [FUNNEL_STAGES[stage] for stage in stages])
+        ax.invert_yaxis()
+        _count_axis(ax, [funnel[stage]["total"] for stage in stages], 1.7)
+        ax.set_title(unit[0].upper() + unit[1:], loc="left", fontweight="bold")
+        ax.set_xlabel(unit)
+    fig.suptitle("Pipeline funnel: metadata rows -> ROIs -> patches")
+    _type_legend(fig)
+    return fig
+
+
+def reason_counts(rejected: pd.DataFrame) -> pd.DataFrame:
+    """Declared ROIs refused, per reason (rows: every RoiReason, then any other) and stage."""
+    counts = rejected.groupby(["reason", "stage"])["n_rois"].sum().unstack(fill_value=0)
+    reasons = [str(reason) for reason in RoiReason]
+    extra = sorted(set(counts.index) - set(reasons))
+    return counts.reindex(index=reasons + extra, columns=list(STAGE_LABELS), fill_value=0).astype(
+        "int64"
+    )
+
+
+def warning_counts(rois: pd.DataFrame) -> pd.Series:
+    """Accepted ROIs carrying each RoiWarning."""
+    flags = {
+        RoiWarning.CLIPPED: rois["clipped"],
+        RoiWarning.NEAR_DUPLICATE: rois["near_duplicate_of"].notna(),
+        RoiWarning.SUSPECT_FLIP: rois["suspect_flip"],
+        RoiWarning.FLIP_FIXED: rois["flip_fixed"],
+    }
+    return pd.Series({str(name): int(flag.fillna(False).sum()) for name, flag in flags.items()})
+
+
+def rejections_figure(rejected: pd.DataFrame, rois: pd.DataFrame) -> Figure:
+    """Refused ROIs per reason and stage, and the warnings on accepted ROIs."""
+    counts = reason_counts(rejected)
+    warnings = warning_counts(rois)
+    fig = _figure(12, 1.5 + 0.3 * len(counts))
+    left, right = fig.subplots(1, 2, width_ratios=[3, 2])
+    start = np.zeros(len(counts))
+    for stage, label in STAGE_LABELS.items():
+        left.barh(counts.index, counts[stage], left=start, color=STAGE_COLORS[stage], label=label)
+        start += counts[stage].to_numpy()
+    for y, total in enumerate(start):
+        left.annotate(
+            f"{total:.0f}",
+            (total, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            color="0.5" if total == 0 else "black",
+        )
+    left.invert_yaxis()
+    _count_axis(left, start, 1.15)
+    left.set_xlabel("declared ROIs refused (a whole-row rejection counts all its ROIs)")
+    left.set_title(f"Rejected ROIs by reason: {int(start.sum()):,} ROIs")
+    left.legend(title="refused during", loc="lower right")
+    labels = [WARNING_LABELS[RoiWarning(name)] for name in warnings.index]
+    bars = right.barh(labels, warnings, height=0.5)
+    share = warnings / max(len(rois), 1)
+    right.bar_label(
+        bars, [f"{n:,} ({p:.1%})" for n, p in zip(warnings, share, strict=True)], padding=3
+    )
+    right.invert_yaxis()
+    _count_axis(right, warnings, 1.4)
+    right.set_xlabel("accepted ROIs flagged (kept)")
+    right.set_title(f"Warnings on the {len(rois):,} accepted ROIs")
+    fig.suptitle("Why ROIs were refused, and what was flagged on those kept")
+    return fig
+
+
+# ---- ROI geometry ---------------------------------------------------------------------------
+
+
+def rois_per_image_figure(rois: pd.DataFrame) -> Figure:
+    """How many accepted ROIs each image has, per image type."""
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    per_image = rois.groupby(["FinalImageType", "anon_dicom_path"]).size()
+    fig.suptitle(f"Accepted ROIs per image ({len(per_image):,} images with at least one ROI)")
+    if per_image.empty:
+        _message(ax, "no accepted ROIs")
+        return fig
+    table = per_image.groupby(level=0).value_counts().unstack(level=0, fill_value=0).sort_index()
+    types = _image_types(rois)
+    width = 0.8 / len(types)
+    for i, kind in enumerate(types):
+        x = table.index.to_numpy() + (i - (len(types) - 1) / 2) * width
+        label = f"{TYPE_LABELS[kind]} ({int(table[kind].sum()):,} images)"
+        bars = ax.bar(x, table[kind], width, color=TYPE_COLORS[kind], label=label)
+        ax.bar_label(bars, [f"{n:,}" if n else "" for n in table[kind]], fontsize=8)
+    ax.set_xticks(table.index)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("accepted ROIs on the image")
+    ax.set_ylabel("images")
+    ax.legend(title="image type")
+    return fig
+
+
+def _histograms(ax: Axes, groups: Mapping[str, np.ndarray], unit: str) -> None:
+    """Step histograms sharing bins, one per image type, n and median in the legend."""
+    values = np.concatenate(list(groups.values()))
+    bins = np.histogram_bin_edges(values, bins=min(40, max(5, len(values) // 3)))
+    for kind, data in groups.items():
+        label = f"{TYPE_LABELS[kind]}: {len(data):,} ROIs, median {np.median(data):.0f} {unit}"
+        ax.hist(data, bins=bins, histtype="step", linewidth=2, color=TYPE_COLORS[kind], label=label)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+
+
+def roi_sizes_figure(rois: pd.DataFrame) -> Figure:
+    """Distributions of accepted ROI heights and widths in pixels, per image type."""
+    fig = _figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    fig.suptitle(f"Accepted ROI sizes ({len(rois):,} ROIs; pixel spacing differs by image type)")
+    for ax, (name, low, high) in zip(
+        axes, [("height", "ymin", "ymax"), ("width", "xmin", "xmax")], strict=True
+    ):
+        ax.set_xlabel(f"ROI {name} (pixels)")
+        ax.set_ylabel("ROIs")
+        ax.set_title(f"ROI {name}")
+        if rois.empty:
+            _message(ax, "no accepted ROIs")
+            continue
+        size = (rois[high] - rois[low]).astype("int64")
+        groups = {
+            kind: size[rois["FinalImageType"] == kind].to_numpy() for kind in _image_types(rois)
+        }
+        _histograms(ax, groups, "px")
+    return fig
+
+
+def dbt_frame_stats(rois: pd.DataFrame) -> pd.DataFrame:
+    """Per ROI with frames: first and last listed frame, frames listed (distinct), span
+    (last - first + 1) and depth of the middle frame (0 = first frame of the volume, 1 = last).
+    """
+    first = rois["frames"].map(min).astype("int64")
+    last = rois["frames"].map(max).astype("int64")
+    return pd.DataFrame(
+        {
+            "first": first,
+            "last": last,
+            "listed": rois["frames"].map(lambda frames: len(set(frames))).astype("int64"),
+            "span": last - first + 1,
+            "depth": (first + last) / 2 / np.maximum(rois["n_frames"] - 1, 1).astype("float64"),
+        },
+        index=rois.index,
+    )
+
+
+def _counted_hist(ax: Axes, values: np.ndarray, bins: np.ndarray, color: str) -> None:
+    """A histogram with its count on every non-empty bar."""
+    counts, _, bars = ax.hist(values, bins=bins, color=color, edgecolor="white")
+    ax.bar_label(bars, [f"{n:,.0f}" if n else "" for n in counts])
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(counts.max(), 1) * 1.12)
+
+
+def dbt_frames_figure(rois: pd.DataFrame) -> Figure:
+    """Frame span of each DBT ROI, and where in the volume its middle frame lies."""
+    dbt = rois[rois["FinalImageType"] == "3D"]
+    fig = _figure(11, 4.2)
+    span_ax, depth_ax = fig.subplots(1, 2)
+    fig.suptitle(f"Accepted DBT ROIs across the volume's frames ({len(dbt):,} ROIs)")
+    for ax in (span_ax, depth_ax):
+        ax.set_ylabel("DBT ROIs")
+    span_ax.set_xlabel("frame span: last - first listed frame + 1")
+    depth_ax.set_xlabel("middle listed frame / (frames in the volume - 1)")
+    depth_ax.set_title("depth of the ROI: 0 = first frame, 1 = last")
+    if dbt.empty:
+        span_ax.set_title("frames each ROI spans")
+        _message(span_ax, "no accepted DBT ROIs")
+        _message(depth_ax, "no accepted DBT ROIs")
+        return fig
+    stats = dbt_frame_stats(dbt)
+    gaps = int((stats["listed"] < stats["span"]).sum())
+    span_ax.set_title(f"frames each ROI spans ({gaps} with gaps in their frame list)")
+    longest = int(stats["span"].max())
+    _counted_hist(span_ax, stats["span"], np.arange(0.5, longest + 1.5), TYPE_COLORS["3D"])
+    span_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _counted_hist(depth_ax, stats["depth"], np.linspace(0, 1, 11), TYPE_COLORS["3D"])
+    depth_ax.set_xlim(0, 1)
+    return fig
+
+
+def normalized_centres(rois: pd.DataFrame) -> pd.DataFrame:
+    """ROI centres on a normalized breast frame: `x` from the chest wall (0) to the far edge
+    (1), R images mirrored (their chest wall is at x = columns); `y` from top (0) to bottom (1).
+    """
+    x = ((rois["xmin"] + rois["xmax"]) / 2 / rois["columns"]).astype("float64")
+    x = x.where(rois["ImageLateralityFinal"] != "R", 1.0 - x)
+    y = ((rois["ymin"] + rois["ymax"]) / 2 / rois["rows"]).astype("float64")
+    return pd.DataFrame({"x": x, "y": y}, index=rois.index)
+
+
+def _ordered(values: pd.Series, first: Sequence[str]) -> list[str]:
+    """The distinct `values`: those in `first` in that order, then the others sorted."""
+    present = set(values)
+    return [value for value in first if value in present] + sorted(present - set(first))
+
+
+def roi_locations_figure(rois: pd.DataFrame, seed: int = SEED) -> Figure:
+    """Where accepted ROIs sit on the breast, per view (rows) and laterality (columns)."""
+    shown = rois.sample(min(len(rois), LOCATION_POINTS), random_state=seed)
+    sides = shown["ImageLateralityFinal"].fillna(MISSING)
+    views = shown["ViewPosition"].fillna(MISSING)
+    view_list = _ordered(views, ("CC", "MLO")) or ["CC"]
+    side_list = _ordered(sides, ("L", "R")) or ["L", "R"]
+    fig = _figure(3.6 * len(side_list) + 0.5, 3.6 * len(view_list) + 1.0)
+    axes = fig.subplots(len(view_list), len(side_list), squeeze=False, sharex=True, sharey=True)
+    centres = normalized_centres(shown)
+    sampled = f", {len(shown):,} shown" if len(shown) < len(rois) else ""
+    fig.suptitle(f"ROI centres on the normalized breast ({len(rois):,} accepted ROIs{sampled})")
+    for (i, view), (j, side) in itertools.product(enumerate(view_list), enumerate(side_list)):
+        ax = axes[i, j]
+        here = (views == view) & (sides == side)
+        for kind in _image_types(shown):
+            points = centres[here & (shown["FinalImageType"] == kind)]
+            ax.scatter(points["x"], points["y"], s=14, alpha=0.7, color=TYPE_COLORS[kind])
+        ax.set_title(f"{side} {view}: {int(here.sum()):,} ROIs")
+        ax.axvline(0, color="0.3", linewidth=3)
+        ax.set_xlim(-0.03, 1.0)
+        ax.set_ylim(1.0, 0.0)
+        ax.grid(alpha=0.3)
+        if i == len(view_list) - 1:
+            ax.set_xlabel("distance from chest wall\n(fraction of image width)")
+        if j == 0:
+            ax.set_ylabel("row (fraction of image height)")
+    _type_legend(fig, _image_types(shown) or IMAGE_TYPES)
+    return fig
+
+
+# ---- the filtered table ---------------------------------------------------------------------
+
+
+COUNT_COLUMNS = {
+    "FinalImageType": "image type",
+    "ViewPosition": "view",
+    "ImageLateralityFinal": "laterality",
+    "Manufacturer": "manufacturer",
+}
+
+
+def top_counts(values: pd.Series, top: int = TOP_VALUES) -> pd.Series:
+    """Counts of the `top` commonest values (missing as MISSING), the rest as one 'other' bar."""
+    counts = values.astype("object").fillna(MISSING).value_counts()
+    if len(counts) <= top:
+        return counts
+    rest = counts.iloc[top - 1 :]
+    return pd.concat(
+        [counts.iloc[: top - 1], pd.Series({f"other ({len(rest)} values)": rest.sum()})]
+    )
+
+
+def counts_figure(filtered: pd.DataFrame) -> Figure:
+    """Image rows kept by the filter, by image type, view, laterality and manufacturer."""
+    fig = _figure(12, 6.5)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (column, name) in zip(axes, COUNT_COLUMNS.items(), strict=True):
+        counts = top_counts(filtered[column])
+        labels = [
+            TYPE_LABELS.get(value, value) if column == "FinalImageType" else value
+            for value in counts.index
+        ]
+        bars = ax.barh(labels, counts, color="#4c72b0")
+        ax.bar_label(bars, [f"{n:,}" for n in counts], padding=3)
+        ax.invert_yaxis()
+        _count_axis(ax, counts, 1.2)
+        ax.set_title(f"by {name} ({column})")
+        ax.set_xlabel("image rows")
+    fig.suptitle(f"Image rows kept by the filter: {len(filtered):,}")
+    return fig
+
+
+# ---- pixels: display and reading ---------------------------------------------------------
+
+
+def display_range(values: np.ndarray) -> tuple[float, float]:
+    """The display contrast of `values`: their 0.5 and 99.5 percentiles."""
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(low), float(high)
+
+
+def scaled(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Pixels mapped linearly from [low, high] onto [0, 1], clipped."""
+    return np.clip((pixels.astype(np.float64) - low) / max(high - low, 1e-9), 0.0, 1.0)
+
+
+def tissue_bright(pixels: np.ndarray, header: ImageHeader) -> np.ndarray:
+    """Stored pixels of the image `header` describes, MONOCHROME1 inverted (tissue bright)."""
+    if header.photometric_interpretation == "MONOCHROME1":
+        return invert_monochrome1(pixels, header.bits_stored)
+    return pixels
+
+
+def patch_display(patch: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """A tissue-bright patch in [0, 1]: contrast from its `content` pixels (those copied
+    from the image), padding 0."""
+    if not content.any():
+        return np.zeros(patch.shape)
+    return np.where(content, scaled(patch, *display_range(patch[content])), 0.0)
+
+
+def content_mask(patch: pd.Series, rows: int, columns: int) -> np.ndarray:
+    """The pixels of a manifest row's patch copied from its image (the rest is zero padding):
+    the patch window inside the image, and for black padding inside the ROI box too."""
+    size = int(patch["patch_size"])
+    ys = np.arange(size) + int(patch["patch_y0"])
+    xs = np.arange(size) + int(patch["patch_x0"])
+    inside_y = (ys >= 0) & (ys < rows)
+    inside_x = (xs >= 0) & (xs < columns)
+    if patch["padding"] == "black":
+        inside_y &= (ys >= patch["ymin"]) & (ys < patch["ymax"])
+        inside_x &= (xs >= patch["xmin"]) & (xs < patch["xmax"])
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def read_patches(shard: str | Path, indices: Sequence[int]) -> tuple[list[np.ndarray], str]:
+    """Patches `indices` of one shard (nothing else read) and its pixel_values setting."""
+    with h5py.File(shard, "r", locking=False) as file:
+        patches = [file["patches"][int(index)] for index in indices]
+        return patches, json.loads(file.attrs["config"])["pixel_values"]
+
+
+def displayed_patches(
+    chosen: pd.DataFrame, results: str | Path, headers: Mapping[str, ImageHeader]
+) -> list[np.ndarray]:
+    """The chosen manifest rows' patches ready to show (patch_display), in row order. Stored
+    pixel values of MONOCHROME1 images are inverted; the other pixel_values are tissue bright."""
+    shown: dict[int, np.ndarray] = {}
+    for shard, rows in chosen.groupby("shard"):
+        patches, pixel_values = read_patches(Path(results) / shard, rows["index"].tolist())
+        for (label, row), patch in zip(rows.iterrows(), patches, strict=True):
+            header = headers[row["anon_dicom_path"]]
+            bright = tissue_bright(patch, header) if pixel_values == "stored" else patch
+            shown[label] = patch_display(bright, content_mask(row, header.rows, header.columns))
+    return [shown[label] for label in chosen.index]
+
+
+# ---- the patch gallery --------------------------------------------------------------------
+
+
+ROI_PATCH_KEY = ["anon_dicom_path", "roi_index", "frame"]
+
+
+def gallery_rows(
+    manifest: pd.DataFrame,
+    n_rois: int = GALLERY_ROIS,
+    n_negatives: int = GALLERY_NEGATIVES,
+    seed: int = SEED,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest rows shown: every padding of `n_rois` sampled ROI patches (one frame
+    each), ordered ROI by ROI, and `n_negatives` sampled negatives; image types alternate."""
+    rois = manifest[manifest["label"] == "roi"]
+    keys = interleaved_sample(rois.drop_duplicates(ROI_PATCH_KEY), n_rois, seed)[ROI_PATCH_KEY]
+    order = keys.reset_index(drop=True).reset_index(names="order")
+    chosen = rois.reset_index(names="row").merge(order, on=ROI_PATCH_KEY)
+    chosen = chosen.sort_values(["order", "row"]).set_index("row").drop(columns="order")
+    negatives = interleaved_sample(manifest[manifest["label"] == "negative"], n_negatives, seed)
+    return chosen, negatives
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One gallery cell: the displayed patch, its caption, and the ROI box in patch pixels."""
+
+    pixels: np.ndarray
+    caption: str
+    box: tuple[int, int, int, int] | None = None
+
+
+def _roi_caption(row: pd.Series) -> str:
+    frame = f", frame {row['frame']}" if row["frame"] >= 0 else ""
+    return f"{_describe(row)}\nROI {row['roi_index']}{frame}"
+
+
+def _box_in_patch(row: pd.Series) -> tuple[int, int, int, int]:
+    y0, x0 = int(row["patch_y0"]), int(row["patch_x0"])
+    return (row["ymin"] - y0, row["xmin"] - x0, row["ymax"] - y0, row["xmax"] - x0)
+
+
+def gallery_figure(rows: Mapping[str, Sequence[Tile]], size: int) -> Figure:
+    """Tiles in named rows (e.g. tissue-padded, black-padded, negatives), one patch a cell."""
+    rows = {name: tiles for name, tiles in rows.items() if tiles}
+    if not rows:
+        return message_figure("Patch gallery", "no patches in this run")
+    columns = max(len(tiles) for tiles in rows.values())
+    fig = _figure(2.1 * columns + 0.8, 2.45 * len(rows) + 0.6)
+    fig.suptitle(
+        f"Patch gallery: a seeded sample of {size} x {size} patches "
+        "(ROI box outlined; display contrast per patch)"
+    )
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    for ax_row, (name, tiles) in zip(axes, rows.items(), strict=True):
+        for ax, tile in zip(ax_row, [*tiles, *[None] * (columns - len(tiles))], strict=True):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if tile is None:
+                ax.set_axis_off()
+                continue
+            side = len(tile.pixels)
+            ax.imshow(tile.pixels, cmap="gray", vmin=0, vmax=1, extent=(0, side, side, 0))
+            if tile.box is not None:
+                _draw_box(ax, tile.box, "yellow", linewidth=0.8, linestyle=":")
+            ax.set_title(tile.caption, fontsize=8)
+        ax_row[0].set_ylabel(f"{name}\n({len(tiles)})", fontsize=9, fontweight="bold")
+    return fig
+
+
+def _headers(paths: pd.Series) -> dict[str, ImageHeader]:
+    """anon_dicom_path -> header (no pixels read), for the distinct images in `paths`."""
+    return {anon: read_header(local) for anon, local in paths.items()}
+
+
+# ---- images with their boxes ----------------------------------------------------------------
+
+
+def _crop(pixels: np.ndarray, window: Sequence[int]) -> np.ndarray:
+    y0, x0, y1, x1 = window
+    return pixels[y0:y1, x0:x1]
+
+
+def _show_image(
+    ax: Axes,
+    pixels: np.ndarray,
+    window: Sequence[int] | None = None,
+    limits: tuple[float, float] | None = None,
+) -> None:
+    """Tissue-bright `pixels` in image coordinates (pixel (y, x) covers [x, x + 1) x [y, y + 1)),
+    cropped to `window` (ymin, xmin, ymax, xmax); contrast `limits`, else the shown area's."""
+    y0, x0, y1, x1 = window or (0, 0, *pixels.shape)
+    shown = _crop(pixels, (y0, x0, y1, x1))
+    low, high = limits or display_range(shown)
+    ax.imshow(scaled(shown, low, high), cmap="gray", vmin=0, vmax=1, extent=(x0, x1, y1, y0))
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row (pixels)")
+
+
+def read_frames(path: str, frames: Iterable[int]) -> tuple[dict[int, np.ndarray], ImageHeader]:
+    """Frames of one image, each read alone (ImageReader.frame), tissue bright; its header."""
+    with ImageReader(path) as reader:
+        return {i: tissue_bright(reader.frame(i), reader.header) for i in frames}, reader.header
+
+
+def _box(row: pd.Series) -> tuple[int, int, int, int]:
+    return int(row["ymin"]), int(row["xmin"]), int(row["ymax"]), int(row["xmax"])
+
+
+def _roi_flags(row: pd.Series) -> str:
+    flags = [
+        ("clipped", bool(row["clipped"])),
+        (f"near-dup of {row['near_duplicate_of']}", pd.notna(row["near_duplicate_of"])),
+        ("suspect flip", bool(row["suspect_flip"])),
+    ]
+    names = [name for name, on in flags if on]
+    return f" ({', '.join(names)})" if names else ""
+
+
+def _photometric(header: ImageHeader) -> str:
+    inverted = header.photometric_interpretation == "MONOCHROME1"
+    return header.photometric_interpretation + (" shown inverted" if inverted else "")
+
+
+def overlay_2d_figure(image: np.ndarray, header: ImageHeader, rois: pd.DataFrame) -> Figure:
+    """One 2D image (tissue bright) with all its accepted ROI boxes, numbered and flagged."""
+    fig = _figure(7, 8)
+    ax = fig.subplots()
+    first = rois.iloc[0]
+    fig.suptitle(
+        f"{_describe(first)} image with its {len(rois)} accepted ROIs\n"
+        f"exam {first['acc_anon']}, {header.rows} x {header.columns} pixels, "
+        f"{_photometric(header)}"
+    )
+    _show_image(ax, image)
+    for _, row in rois.iterrows():
+        box = _box(row)
+        _draw_box(ax, box, BOX_COLOR, linewidth=1.5)
+        ax.annotate(
+            f"ROI {row['roi_index']}{_roi_flags(row)}",
+            (box[1], box[0]),
+            xytext=(0, 3),
+            textcoords="offset points",
+            color=BOX_COLOR,
+            fontsize=9,
+            fontweight="bold",
+        )
+    return fig
+
+
+def spread(values: Sequence[int], most: int) -> list[int]:
+    """At most `most` of `values`, evenly spread, first and last included."""
+    if len(values) <= most:
+        return list(values)
+    picks = np.linspace(0, len(values) - 1, most).round().astype(int)
+    return [values[i] for i in picks]
+
+
+def context_window(
+    box: Sequence[int], rows: int, columns: int, scale: float = 3.0
+) -> tuple[int, int, int, int]:
+    """A square (ymin, xmin, ymax, xmax) around `box`, `scale` times its longer side (at
+    least a quarter of the shorter image side), kept inside the image where it fits."""
+    ymin, xmin, ymax, xmax = box
+    side = max(scale * max(ymax - ymin, xmax - xmin), min(rows, columns) / 4)
+    side = int(min(side, rows, columns))
+    y0 = int(np.clip((ymin + ymax - side) // 2, 0, rows - side))
+    x0 = int(np.clip((xmin + xmax - side) // 2, 0, columns - side))
+    return y0, x0, y0 + side, x0 + side
+
+
+def dbt_overlay_figure(
+    frames: Mapping[int, np.ndarray], header: ImageHeader, roi: pd.Series
+) -> Figure:
+    """One DBT ROI: the whole middle frame shown, then the box zoomed on every frame shown
+    (one contrast for all, from the middle frame's zoomed area)."""
+    listed = sorted(set(roi["frames"]))
+    shown = sorted(frames)
+    nrows = math.ceil((len(shown) + 1) / 4)
+    ncols = math.ceil((len(shown) + 1) / nrows)
+    fig = _figure(3.4 * ncols, 3.6 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig.suptitle(
+        f"{_describe(roi)} ROI {roi['roi_index']} (exam {roi['acc_anon']}), {_photometric(header)}"
+        f": listed on {len(listed)} of the volume's {header.number_of_frames} frames "
+        f"({listed[0]}-{listed[-1]}), {len(shown)} shown"
+    )
+    box = _box(roi)
+    zoom = context_window(box, header.rows, header.columns)
+    middle = shown[len(shown) // 2]
+    _show_image(axes[0], frames[middle])
+    _draw_box(axes[0], box, BOX_COLOR, linewidth=1.5)
+    _draw_box(axes[0], zoom, "yellow", linewidth=1, linestyle="--")
+    axes[0].set_title(f"frame {middle}, whole (dashed: zoomed area)", fontsize=9)
+    limits = display_range(_crop(frames[middle], zoom))
+    for ax, frame in zip(axes[1:], shown, strict=False):
+        _show_image(ax, frames[frame], zoom, limits)
+        _draw_box(ax, box, BOX_COLOR, linewidth=1.5)
+        ax.set_title(f"frame {frame}, zoomed", fontsize=9)
+    for ax in axes[len(shown) + 1 :]:
+        ax.set_axis_off()
+    return fig
+
+
+def suspect_flip_figure(cases: Sequence[tuple[np.ndarray, pd.Series]], total: int) -> Figure:
+    """Suspect flips: each image with the ROI box used (solid) and its x-mirror (dashed)."""
+    if not cases:
+        return message_figure("Suspect flips", "no suspect flips in this run")
+    fig = _figure(max(4.6 * len(cases), 6), 6.6)
+    fig.suptitle(
+        f"Suspect flips: ROI on background, its x-mirror on tissue\n"
+        f"suspect ROIs: {total}, shown: {len(cases)}"
+    )
+    axes = fig.subplots(1, len(cases), squeeze=False).ravel()
+    for ax, (image, roi) in zip(axes, cases, strict=True):
+        box = _box(roi)
+        fixed = bool(roi["flip_fixed"])
+        _show_image(ax, image)
+        _draw_box(
+            ax,
+            box,
+            BOX_COLOR,
+            linewidth=1.5,
+            label="box used (fixed: mirrored)" if fixed else "box as listed (used)",
+        )
+        _draw_box(
+            ax,
+            mirror_box_x(box, int(roi["columns"])),
+            MIRROR_COLOR,
+            linewidth=1.5,
+            linestyle="--",
+            label="box as listed" if fixed else "x-mirror",
+        )
+        ax.set_title(
+            f"{_describe(roi)} ROI {roi['roi_index']}\ntissue in box "
+            f"{roi['box_tissue']:.0%}, in mirror {roi['mirror_tissue']:.0%}",
+            fontsize=9,
+        )
+        ax.legend(loc="lower center", fontsize=8)
+    return fig
+
+
+# ---- the rules' entry point ---------------------------------------------------------------
+
+
+ROI_COLUMNS = [
+    "acc_anon",
+    "anon_dicom_path",
+    "dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "roi_index",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "frames",
+    "rows",
+    "columns",
+    "n_frames",
+    "clipped",
+    "near_duplicate_of",
+    "suspect_flip",
+    "flip_fixed",
+    "box_tissue",
+    "mirror_tissue",
+]
+MANIFEST_COLUMNS = [
+    "shard",
+    "index",
+    "anon_dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "roi_index",
+    "frame",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "patch_y0",
+    "patch_x0",
+    "patch_size",
+    "padding",
+    "label",
+]
+FILTERED_COLUMNS = ["anon_dicom_path", "dicom_path", *COUNT_COLUMNS]
+
+
+class RunTables:
+    """The run's tables, each read (only the columns figures use) when first needed.
+
+    `inputs`: table name (summary, filtered, rois, rejected, manifest) -> path.
+    """
+
+    def __init__(self, inputs: Mapping[str, str]) -> None:
+        self.inputs = inputs
+
+    @property
+    def results(self) -> Path:
+        """The results folder: the manifest's, which its `shard` paths are relative to."""
+        return Path(self.inputs["manifest"]).parent
+
+    @cached_property
+    def summary(self) -> dict:
+        with open(self.inputs["summary"]) as file:
+            return json.load(file)
+
+    @cached_property
+    def filtered(self) -> pd.DataFrame:
+        return read_columns(self.inputs["filtered"], FILTERED_COLUMNS)
+
+    @cached_property
+    def rois(self) -> pd.DataFrame:
+        return read_columns(self.inputs["rois"], ROI_COLUMNS)
+
+    @cached_property
+    def rejected(self) -> pd.DataFrame:
+        return read_columns(self.inputs["rejected"], ["reason", "n_rois", "stage"])
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        return read_columns(self.inputs["manifest"], MANIFEST_COLUMNS)
+
+
+def plot_patch_gallery(run: RunTables) -> Figure:
+    """The gallery of a seeded sample of ROI patches (every padding) and negatives."""
+    chosen, negatives = gallery_rows(run.manifest)
+    both = pd.concat([chosen, negatives])
+    local = run.filtered.set_index("anon_dicom_path")["dicom_path"]
+    headers = _headers(local[both["anon_dicom_path"].unique()])
+    pixels = dict(zip(both.index, displayed_patches(both, run.results, headers), strict=True))
+    rows: dict[str, list[Tile]] = {}
+    for mode, part in chosen.groupby("padding", sort=False):
+        rows[f"{mode}-padded ROI"] = [
+            Tile(pixels[label], _roi_caption(row), _box_in_patch(row))
+            for label, row in part.iterrows()
+        ]
+    rows["negatives"] = [Tile(pixels[label], _describe(row)) for label, row in negatives.iterrows()]
+    size = int(run.manifest["patch_size"].max()) if len(run.manifest) else 0
+    return gallery_figure(rows, size)
+
+
+def plot_overlay_2d(run: RunTables) -> Figure:
+    """The 2D image with the most accepted ROIs (first path on ties), boxes drawn."""
+    flat = run.rois[run.rois["FinalImageType"] == "2D"]
+    if flat.empty:
+        return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
+    path = flat.groupby("anon_dicom_path").size().sort_index().idxmax()
+    image_rois = flat[flat["anon_dicom_path"] == path].sort_values("roi_index")
+    frames, header = read_frames(image_rois["dicom_path"].iloc[0], [0])
+    return overlay_2d_figure(frames[0], header, image_rois)
+
+
+def plot_overlay_dbt(run: RunTables) -> Figure:
+    """The DBT ROI listing the most frames (first on ties), on at most DBT_FRAME_PANELS frames."""
+    dbt = run.rois[run.rois["FinalImageType"] == "3D"].sort_values(["anon_dicom_path", "roi_index"])
+    if dbt.empty:
+        return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
+    roi = dbt.loc[dbt_frame_stats(dbt)["listed"].idxmax()]
+    shown = spread(sorted(set(roi["frames"])), DBT_FRAME_PANELS)
+    return dbt_overlay_figure(*read_frames(roi["dicom_path"], shown), roi)
+
+
+def plot_suspect_flips(run: RunTables) -> Figure:
+    """A seeded sample of at most FLIP_PANELS suspect flips, each on its image."""
+    flips = run.rois[run.rois["suspect_flip"].fillna(False)]
+    shown = flips.sample(min(len(flips), FLIP_PANELS), random_state=SEED).sort_index()
+    cases = [(read_frames(row["dicom_path"], [0])[0][0], row) for _, row in shown.iterrows()]
+    return suspect_flip_figure(cases, len(flips))
+
+
+PLOTS: dict[str, Callable[[RunTables], Figure]] = {
+    "funnel": lambda run: funnel_figure(run.summary["funnel"]),
+    "rejections": lambda run: rejections_figure(run.rejected, run.rois),
+    "rois_per_image": lambda run: rois_per_image_figure(run.rois),
+    "roi_sizes": lambda run: roi_sizes_figure(run.rois),
+    "dbt_frames": lambda run: dbt_frames_figure(run.rois),
+    "roi_locations": lambda run: roi_locations_figure(run.rois),
+    "counts": lambda run: counts_figure(run.filtered),
+    "patch_gallery": plot_patch_gallery,
+    "overlay_2d": plot_overlay_2d,
+    "overlay_dbt": plot_overlay_dbt,
+    "suspect_flips": plot_suspect_flips,
+}
+"""Figure name (its output name and PNG stem) -> how to draw it from the run's tables."""
+
+
+def save_png(fig: Figure, path: str | Path) -> None:
+    """Write `fig` as a PNG, atomically."""
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=DPI)
+
+
+def write_figures(inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:
+    """Draw each output (named as in PLOTS) from the run's tables (RunTables `inputs`)."""
+    run = RunTables(inputs)
+    for name, path in outputs.items():
+        save_png(PLOTS[name](run), path)
+        log.info("wrote %s", path)

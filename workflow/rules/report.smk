@@ -1,0 +1,90 @@
+# Summary of the run: summary.json (the funnel and every stage's summary) and the figures
+# of the Snakemake report (`snakemake --report report.html`). They read the small tables
+# written after collect_patches, and only a bounded, seeded sample of shards and images.
+
+# Rule -> figure name (its output name and PNG stem) -> report category.
+FIGURES = {
+    "plot_tables": {
+        "funnel": "1. Pipeline funnel",
+        "rejections": "1. Pipeline funnel",
+        "counts": "1. Pipeline funnel",
+        "rois_per_image": "2. ROIs",
+        "roi_sizes": "2. ROIs",
+        "dbt_frames": "2. ROIs",
+        "roi_locations": "2. ROIs",
+    },
+    "plot_images": {
+        "patch_gallery": "3. Patches",
+        "overlay_2d": "4. ROIs on images",
+        "overlay_dbt": "4. ROIs on images",
+        "suspect_flips": "4. ROIs on images",
+    },
+}
+# Each rule's outputs, registered in the report with their caption (../report/<name>.rst).
+FIGURE_OUTPUTS = {
+    rule_name: {
+        name: report(
+            f"{RESULTS}/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category=category,
+        )
+        for name, category in figures.items()
+    }
+    for rule_name, figures in FIGURES.items()
+}
+
+
+rule summarize_run:
+    input:
+        filter_summary_path=f"{RESULTS}/metadata/filter_summary.json",
+        roi_summary_path=f"{RESULTS}/rois/roi_summary.json",
+        patches_summary_path=f"{RESULTS}/patches_summary.json",
+        filtered_path=f"{RESULTS}/metadata/filtered.parquet",
+        rois_path=f"{RESULTS}/rois/rois.parquet",
+        rejected_path=f"{RESULTS}/rois/rejected.parquet",
+        manifest_path=f"{RESULTS}/manifest.parquet",
+    output:
+        summary=f"{RESULTS}/summary.json",
+    log:
+        f"{RESULTS}/logs/summarize_run.log",
+    conda:
+        "../../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/make_summary.py"
+
+
+rule plot_tables:
+    input:
+        summary=f"{RESULTS}/summary.json",
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+        rois=f"{RESULTS}/rois/rois.parquet",
+        rejected=f"{RESULTS}/rois/rejected.parquet",
+    output:
+        **FIGURE_OUTPUTS["plot_tables"],
+    log:
+        f"{RESULTS}/logs/plot_tables.log",
+    conda:
+        "../../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/make_figures.py"
+
+
+rule plot_images:
+    input:
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+        rois=f"{RESULTS}/rois/rois.parquet",
+        manifest=f"{RESULTS}/manifest.parquet",
+    output:
+        **FIGURE_OUTPUTS["plot_images"],
+    log:
+        f"{RESULTS}/logs/plot_images.log",
+    conda:
+        "../../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/make_figures.py"

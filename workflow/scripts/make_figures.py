@@ -1,0 +1,11 @@
+"""Snakemake script of rules plot_tables and plot_images: each output is the figure it names."""
+
+from embedpatch.figures import write_figures
+from embedpatch.logs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    write_figures,
+    dict(snakemake.input.items()),
+    dict(snakemake.output.items()),
+)
