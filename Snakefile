@@ -17,6 +17,7 @@ include: "workflow/rules/metadata.smk"
 include: "workflow/rules/rois.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/dataset.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         rules.summarize_run.output,
         rules.plot_tables.output,
         rules.plot_images.output,
+        DATASET_TARGETS,

@@ -1,0 +1,145 @@
+"""One HDF5 file over all shards: every patch as one virtual dataset, plus the manifest.
+
+Layout of `patches_combined.h5` (written beside the manifest):
+- "patches": (N, size, size), a virtual dataset (HDF5 VDS) mapping each shard's whole
+  `patches` dataset, in the manifest's order sorted by (shard, index), which is the
+  order collect_patches writes. No pixel is copied: reads go to the shards, through
+  their filters (Blosc: `import hdf5plugin` first).
+- group "manifest": one dataset per manifest column (attribute "columns" keeps their
+  order); row i describes patches[i]. int64, UTF-8 text ("" for missing), and float64
+  for numbers with missing values (NaN), e.g. clin_path_severity_min.
+- attributes n_patches, n_shards.
+Source files are named relative to the combined file's folder ("patches/<acc>.h5");
+HDF5 resolves such names against the folder of the file holding the virtual dataset,
+so the results folder can be moved or copied whole.
+
+Reading pitfalls of HDF5 virtual datasets, which `open_combined` avoids: a source file
+that is missing, or that cannot be opened because the process is out of file
+descriptors (HDF5 keeps every source it read open until the file closes), reads as
+zeros without any error; every source keeps its own chunk cache (8 MiB by default in
+HDF5 2), so an epoch would keep every patch in memory; and a shard the process already
+holds open with other file-locking flags (PatchDataset's) makes reads fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from embedpatch.shards import _column_data, _open
+from embedpatch.tables import atomic_output
+
+log = logging.getLogger(__name__)
+
+ORDER = ["shard", "index"]
+SPARE_FILES = 64
+"""File descriptors `open_combined` keeps free beside one per shard."""
+
+
+def _column(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """A manifest column as (array, HDF5 dtype), numbers with missing values as float64."""
+    numeric = pd.api.types.is_numeric_dtype(values.dtype)
+    if numeric and (values.hasnans or pd.api.types.is_float_dtype(values.dtype)):
+        return values.to_numpy(np.float64, na_value=np.nan), np.float64
+    return _column_data(values)
+
+
+def _source(shard: Path, rows: pd.DataFrame, folder: Path) -> h5py.VirtualSource:
+    """The whole `patches` dataset of `shard`, named relative to `folder`, after checking
+    the manifest lists each of its patches once, in order."""
+    with _open(shard) as file:
+        patches = file["patches"]
+        shape, dtype = patches.shape, patches.dtype
+    if not np.array_equal(rows["index"].to_numpy(np.int64), np.arange(shape[0])):
+        raise ValueError(f"{shard}: manifest rows are not its patches 0..{shape[0] - 1}")
+    name = Path(os.path.relpath(shard, folder)).as_posix()
+    return h5py.VirtualSource(name, "patches", shape=shape, dtype=dtype)
+
+
+def _layout(manifest: pd.DataFrame, results: Path, folder: Path) -> h5py.VirtualLayout:
+    """The virtual `patches` of the sorted manifest's shards, sources relative to `folder`."""
+    sources = [
+        _source(results / shard, rows, folder)
+        for shard, rows in manifest.groupby("shard", sort=False)
+    ]
+    kinds = {(source.shape[1:], np.dtype(source.dtype)) for source in sources}
+    if len(kinds) > 1:
+        raise ValueError(f"shards of different patch shapes or dtypes: {sorted(map(str, kinds))}")
+    size, dtype = kinds.pop() if kinds else ((0, 0), np.dtype(np.uint16))  # no patch at all
+    layout = h5py.VirtualLayout((len(manifest), *size), dtype)
+    start = 0
+    for source in sources:
+        layout[start : start + source.shape[0]] = source
+        start += source.shape[0]
+    return layout
+
+
+def combine_shards(manifest_path: str, combined_path: str) -> dict[str, int]:
+    """Write the combined file of the manifest's shards (paths relative to its folder)."""
+    results, combined = Path(manifest_path).parent, Path(combined_path)
+    manifest = pd.read_parquet(manifest_path, dtype_backend="numpy_nullable")
+    manifest = manifest.sort_values(ORDER, kind="stable", ignore_index=True)
+    layout = _layout(manifest, results, combined.parent)
+    summary = {"n_patches": len(manifest), "n_shards": int(manifest["shard"].nunique())}
+    with atomic_output(combined) as temporary, h5py.File(temporary, "w", locking=False) as file:
+        file.create_virtual_dataset("patches", layout)
+        group = file.create_group("manifest")
+        group.attrs["columns"] = json.dumps(list(manifest.columns))
+        for name in manifest.columns:
+            data, dtype = _column(manifest[name])
+            group.create_dataset(name, data=data, dtype=dtype)
+        file.attrs.update(summary)
+    log.info("combined %d patches of %d shards into %s", *summary.values(), combined)
+    return summary
+
+
+def _missing(file: h5py.File) -> tuple[set[str], list[str]]:
+    """The source files of an open combined file, and those of them that do not exist."""
+    folder = Path(file.filename).parent
+    names = {source.file_name for source in file["patches"].virtual_sources()}
+    return names, sorted(name for name in names if not (folder / name).is_file())
+
+
+def missing_sources(combined_path: str | Path) -> list[str]:
+    """The shards the combined file maps that do not exist (their patches would read as 0)."""
+    with h5py.File(combined_path, "r", locking=False) as file:
+        return _missing(file)[1]
+
+
+def _allow_open_files(count: int) -> None:
+    """Raise this process's soft limit of open files to `count` if below (up to the hard
+    limit); OSError if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if count <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and count > hard:
+        raise OSError(
+            f"reading the combined file needs {count} open files, the limit is {hard}: "
+            "raise it (ulimit -n) or read the shards with PatchDataset"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    log.info("raised the soft limit of open files from %d to %d", soft, count)
+
+
+def open_combined(combined_path: str | Path) -> h5py.File:
+    """The combined file, open for reading without the VDS pitfalls (module docstring):
+    every shard present, enough file descriptors, no chunk cache, no file locking."""
+    file = h5py.File(combined_path, "r", locking=False, rdcc_nbytes=0)
+    try:
+        sources, missing = _missing(file)
+        if missing:
+            count = len(missing)
+            raise FileNotFoundError(f"{combined_path}: {count} shards missing, e.g. {missing[0]}")
+        _allow_open_files(len(sources) + SPARE_FILES)
+    except OSError:
+        file.close()
+        raise
+    return file
