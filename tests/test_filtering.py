@@ -72,15 +72,21 @@ CASES = {
         {"FinalImageType": "other", "anon_dicom_path": None},
         FilterReason.IMAGE_TYPE,
     ),
-    "no patient id": ({"empi_anon": None}, None),
+    "no patient id": ({"empi_anon": None}, FilterReason.ID_INVALID),
 }
 
 
-def rows_for(cases):
-    """One row per case, each its own exam: acc_anon tells the dropped rows apart."""
+def path_of(index):
+    """A distinct anon_dicom_path per row (index 0: BASE's); a repeated path is dropped."""
+    return NAS + f"cohort_1/12345678/1.2/1.3/1.{4 + index}.dcm"
+
+
+def rows_for(cases, first=0):
+    """One row per case, each its own exam and image: acc_anon tells the dropped rows apart."""
     return [
-        {**BASE, **changes, "label": label, "acc_anon": str(BIG_ACC + index)}
-        for index, (label, (changes, _)) in enumerate(cases.items())
+        {**BASE, "anon_dicom_path": path_of(index), **changes, "label": label}
+        | {"acc_anon": str(BIG_ACC + index)}
+        for index, (label, (changes, _)) in enumerate(cases.items(), start=first)
     ]
 
 
@@ -141,7 +147,7 @@ def test_each_row_is_kept_or_dropped_with_its_first_failing_reason(tmp_path, suf
     assert summary["rows_in"] == len(CASES)
     assert summary["rows_kept"] == len(filtered)
     assert summary["rows_dropped"] == len(dropped)
-    assert summary["kept_by_image_type"] == {"2D": 3, "3D": 3, "cview": 1}
+    assert summary["kept_by_image_type"] == {"2D": 2, "3D": 3, "cview": 1}
     assert summary["kept_3d_without_num_roi"] == 2
     assert list(summary["dropped_by_reason"]) == [reason.value for reason in CHECK_ORDER]
     assert sum(summary["dropped_by_reason"].values()) == len(dropped)
@@ -155,7 +161,6 @@ def test_every_original_column_is_kept_typed_and_in_order(tmp_path):
     assert filtered.schema.field("Rows").type == pa.int64()
     assert filtered.schema.field("label").type == pa.string()
     assert filtered["acc_anon"].to_pylist()[:2] == [BIG_ACC, BIG_ACC + 1]
-    assert filtered["empi_anon"].to_pylist()[-1] is None
     assert filtered["dicom_path"][0].as_py() == ROOT + "/cohort_1/12345678/1.2/1.3/1.4.dcm"
 
 
@@ -229,7 +234,10 @@ VARIED = [
     ],
 )
 def test_config_options(tmp_path, changes, expected):
-    rows = [{**row, "acc_anon": str(BIG_ACC + index)} for index, row in enumerate(VARIED)]
+    rows = [
+        {**row, "acc_anon": str(BIG_ACC + index), "anon_dicom_path": path_of(index)}
+        for index, row in enumerate(VARIED)
+    ]
     filtered, dropped, _ = run(tmp_path, rows, **changes)
     assert dropped_reasons(dropped, rows) == expected
     assert filtered["label"].to_pylist() == [
@@ -273,7 +281,7 @@ def test_an_input_column_named_like_an_output_is_refused(tmp_path):
 
 
 def test_streaming_in_small_batches_gives_the_same_result(tmp_path, monkeypatch):
-    rows = rows_for(CASES) * 7
+    rows = [row for copy in range(7) for row in rows_for(CASES, copy * len(CASES))]
     for folder in ("whole", "small"):
         (tmp_path / folder).mkdir()
     whole = run(tmp_path / "whole", rows)
@@ -314,7 +322,11 @@ def test_clinical_join_adds_clin_columns_one_row_per_image(tmp_path):
         f"{BIG_ACC},L,B,,3,calc,,fine,55\n"
         f"{BIG_ACC},R,S,0,3,mass,spic,,55\n"
     )
-    rows = [BASE, {**BASE, "ImageLateralityFinal": "R"}, {**BASE, "acc_anon": "1"}]
+    rows = [
+        BASE,
+        {**BASE, "ImageLateralityFinal": "R", "anon_dicom_path": path_of(1)},
+        {**BASE, "acc_anon": "1", "anon_dicom_path": path_of(2)},
+    ]
     filtered, _, summary = run(tmp_path, rows, clinical=clinical)
     assert filtered.num_rows == 3
     assert filtered["clin_n_findings"].to_pylist() == [2, 1, 0]

@@ -24,7 +24,12 @@ from embedpatch.roi_validate import (
 
 QUICK = settings(max_examples=200, deadline=None)
 IMAGE = ImageBounds(rows=100, columns=80, n_frames=12)
-CALLER_REASONS = {RoiReason.IMAGE_MISSING, RoiReason.IMAGE_UNREADABLE, RoiReason.SUSPECT_FLIP}
+CALLER_REASONS = {
+    RoiReason.IMAGE_MISSING,
+    RoiReason.IMAGE_UNREADABLE,
+    RoiReason.IMAGE_OUTSIDE_ROOT,
+    RoiReason.SUSPECT_FLIP,
+}
 
 
 def row_2d(coords, num_roi=None, frames="[]", **table):

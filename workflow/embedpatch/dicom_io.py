@@ -7,6 +7,14 @@ Pixel values equal `pydicom.pixels.pixel_array(path)` (or its frame), dtype kept
   `openjpeg_region`), reduced-resolution views via the wavelet low-pass band;
 - anything else (JPEG 2000 lossy, JPEG-LS, RLE, big endian, ...): pydicom decodes
   the one frame needed, and the reader keeps the last decoded frame.
+
+The header alone refuses (ImageUnreadable) what cannot be read safely: an unknown
+or undecodable transfer syntax, a frame over MAX_FRAME_PIXELS (no decoder is ever
+asked to allocate it), uncompressed Pixel Data whose length disagrees with Rows x
+Columns x NumberOfFrames. Opening an ImageReader also refuses encapsulated Pixel
+Data with fewer fragments than frames, or an offset table of another length. Given
+the DICOM root, a file whose real path (symlinks resolved) is outside it is refused
+before it is opened (ImageOutsideRoot).
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from typing import BinaryIO
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
+from pydicom.encaps import get_frame, parse_basic_offsets, parse_fragments
+from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_j2k_parameters, pixel_dtype
 from pydicom.uid import (
     JPEG2000,
@@ -37,6 +46,9 @@ _PIXEL_DATA = 0x7FE00010
 _PIXEL_TAGS = {0x7FE00008: "Float Pixel Data", 0x7FE00009: "Double Float Pixel Data"}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"}
+MAX_FRAME_PIXELS = 1 << 26
+"""Largest Rows x Columns read (67 M pixels; the largest mammography detectors give about
+30 M). A header claiming more is refused: decoders allocate the whole frame up front."""
 _REQUIRED = (
     "Rows",
     "Columns",
@@ -64,6 +76,12 @@ class ImageUnreadable(ImageError):  # noqa: N818 - named after its reason code
     """The file is not a DICOM image, or its pixels cannot be read or decoded."""
 
     reason = RoiReason.IMAGE_UNREADABLE
+
+
+class ImageOutsideRoot(ImageError):  # noqa: N818 - named after its reason code
+    """The file, symlinks resolved, is not below the DICOM root."""
+
+    reason = RoiReason.IMAGE_OUTSIDE_ROOT
 
 
 @dataclass(frozen=True)
@@ -99,9 +117,19 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _open(path: str | os.PathLike) -> BinaryIO:
+def _resolved_inside(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The real path of `path`, if it lies strictly below the real path of `root`."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if real == real_root or os.path.commonpath([real, real_root]) != real_root:
+        raise ImageOutsideRoot(f"{path}: resolves to {real}, outside the DICOM root {real_root}")
+    return real
+
+
+def _open(path: str | os.PathLike, root: str | os.PathLike | None = None) -> BinaryIO:
+    """`path` opened for reading; with `root`, its real path, refused unless below root."""
+    target = path if root is None else _resolved_inside(path, root)
     try:
-        return open(path, "rb")
+        return open(target, "rb")
     except FileNotFoundError:
         raise ImageMissing(f"{path}: no such file") from None
     except OSError as error:
@@ -141,7 +169,20 @@ def _header(dataset: Dataset, path: str | os.PathLike) -> ImageHeader:
         header.rows > 0 and header.columns > 0 and 0 < header.bits_stored <= header.bits_allocated
     ):
         raise ImageUnreadable(f"{path}: inconsistent image attributes {header}")
+    if header.rows * header.columns > MAX_FRAME_PIXELS:
+        raise ImageUnreadable(
+            f"{path}: implausible frame size {header.rows} x {header.columns} "
+            f"(over {MAX_FRAME_PIXELS} pixels)"
+        )
     return header
+
+
+def _decodable(syntax: UID) -> bool:
+    """Whether pydicom has a usable pixel decoder for `syntax` (unknown UIDs have none)."""
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:
+        return False
 
 
 def _dataset(file: BinaryIO, path: str | os.PathLike) -> Dataset:
@@ -153,6 +194,8 @@ def _dataset(file: BinaryIO, path: str | os.PathLike) -> Dataset:
     syntax = dataset.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise ImageUnreadable(f"{path}: no Transfer Syntax UID in the file meta")
+    if not _decodable(UID(syntax)):
+        raise ImageUnreadable(f"{path}: transfer syntax {UID(syntax).name} cannot be decoded")
     if UID(syntax).is_deflated:
         raise ImageUnreadable(f"{path}: deflated transfer syntax is not supported")
     return dataset
@@ -177,14 +220,52 @@ def _pixel_element(file: BinaryIO, syntax: UID, path: str | os.PathLike) -> tupl
     return file.tell(), None if length == _UNDEFINED_LENGTH else length
 
 
+def _native_length(header: ImageHeader, frames: int) -> int:
+    """Bytes of `frames` uncompressed frames of this image (without padding)."""
+    bits = frames * header.rows * header.columns * header.samples_per_pixel
+    return (bits * header.bits_allocated + 7) // 8
+
+
 def _check_size(file: BinaryIO, layout: _Layout, path: str | os.PathLike) -> None:
-    """Refuse defined-length Pixel Data that runs past the end of the file."""
-    if layout.value_length is None:
+    """Refuse defined-length Pixel Data that runs past the end of the file, and uncompressed
+    Pixel Data shorter than the header's frames or longer by a whole frame or more."""
+    length, header = layout.value_length, layout.header
+    if length is None:
         return
     available = os.fstat(file.fileno()).st_size - layout.value_offset
-    if available < layout.value_length:
+    if available < length:
+        raise ImageUnreadable(f"{path}: truncated, Pixel Data has {available} of {length} bytes")
+    if UID(header.transfer_syntax_uid).is_compressed:
+        return
+    expected = _native_length(header, header.number_of_frames)
+    if not expected <= length < expected + _native_length(header, 1):
         raise ImageUnreadable(
-            f"{path}: truncated, Pixel Data has {available} of {layout.value_length} bytes"
+            f"{path}: Pixel Data holds {length} bytes, the header implies {expected} "
+            f"({header.number_of_frames} frames of {header.rows} x {header.columns})"
+        )
+
+
+def _check_frame_count(file: BinaryIO, layout: _Layout, path: str | os.PathLike) -> None:
+    """Refuse encapsulated Pixel Data that cannot hold the header's frames: an offset table
+    of another length, or fewer fragments than frames (item headers only are read)."""
+    frames = layout.header.number_of_frames
+    position = file.tell()
+    file.seek(layout.value_offset)
+    try:
+        offsets = parse_basic_offsets(file)
+        fragments, _ = parse_fragments(file)
+    except Exception as error:  # malformed items
+        raise ImageUnreadable(
+            f"{path}: malformed encapsulated Pixel Data ({_one_line(error)})"
+        ) from error
+    finally:
+        file.seek(position)
+    extended = layout.dataset.get("ExtendedOffsetTable")
+    listed = len(extended) // 8 if extended is not None else len(offsets) or None
+    if fragments < frames or listed not in (None, frames):
+        raise ImageUnreadable(
+            f"{path}: Pixel Data holds {fragments} fragments and an offset table of "
+            f"{listed or 'no'} entries for the header's {frames} frames"
         )
 
 
@@ -197,13 +278,14 @@ def _layout(file: BinaryIO, path: str | os.PathLike) -> _Layout:
     return layout
 
 
-def read_header(path: str | os.PathLike) -> ImageHeader:
+def read_header(path: str | os.PathLike, root: str | os.PathLike | None = None) -> ImageHeader:
     """The image attributes of `path`, read without reading any pixel data.
 
     Raises ImageMissing if there is no such file, ImageUnreadable if it is not a
-    DICOM image or its (uncompressed) Pixel Data is cut short.
+    DICOM image the reader can use (see the module docstring), ImageOutsideRoot if
+    `root` is given and the file's real path is not below it.
     """
-    with _open(path) as file:
+    with _open(path, root) as file:
         return _layout(file, path).header
 
 
@@ -244,7 +326,7 @@ class _NativeFrames:
     def __init__(self, file: BinaryIO, layout: _Layout, dtype: np.dtype, path: str) -> None:
         header = layout.header
         shape = (header.number_of_frames, header.rows, header.columns)
-        expected = int(np.prod(shape)) * dtype.itemsize
+        expected = _native_length(header, header.number_of_frames)
         if layout.value_length is None or layout.value_length < expected:
             raise ImageUnreadable(
                 f"{path}: Pixel Data holds {layout.value_length} bytes, "
@@ -380,13 +462,14 @@ _JPEG2000 = {JPEG2000, JPEG2000Lossless}
 class ImageReader:
     """One open DICOM image: frames and windows read on demand, never the whole volume.
 
-    Use as a context manager; the file is opened once, in the constructor. Every
-    array returned is new and owned by the caller, with pydicom's dtype and values.
+    Use as a context manager; the file is opened once, in the constructor (with
+    `root`, only if its real path is below it). Every array returned is new and
+    owned by the caller, with pydicom's dtype and values.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
         self.path = str(path)
-        self._file = _open(path)
+        self._file = _open(path, root)
         try:
             layout = _layout(self._file, path)
             self.header = layout.header
@@ -403,6 +486,8 @@ class ImageReader:
 
     def _frames_for(self, layout: _Layout) -> _NativeFrames | _DecodedFrames:
         syntax = layout.header.transfer_syntax_uid
+        if layout.value_length is None:
+            _check_frame_count(self._file, layout, self.path)
         if syntax in _EXACT_NATIVE and layout.header.bits_allocated % 8 == 0:
             return _NativeFrames(self._file, layout, self.dtype, self.path)
         if syntax in _JPEG2000:

@@ -16,10 +16,15 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def extract_exam_shard(spec_json: str, settings_json: str, shard_path: str) -> None:
-    """Cut the exam's patches and write them, with their provenance, to `shard_path`."""
+def extract_exam_shard(
+    spec_json: str, settings_json: str, shard_path: str, dicom_root: str | None = None
+) -> None:
+    """Cut the exam's patches and write them, with their provenance, to `shard_path`.
+
+    `dicom_root`: images whose real path leaves it are refused, not read.
+    """
     settings = PatchSettings.from_json(settings_json)
-    exam = extract_exam(ExamSpec.from_json(spec_json), settings)
+    exam = extract_exam(ExamSpec.from_json(spec_json), settings, dicom_root)
     attrs = {
         "config_hash": sha256(settings_json),
         "config": settings_json,

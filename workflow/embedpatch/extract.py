@@ -20,9 +20,10 @@ Images of one exam with different dtypes are cast to `np.result_type` of them al
 when windowed).
 
 Failures stay local: an image that cannot be read (missing, unreadable, a frame
-that does not decode) or does not fit its spec (box or frame outside the image)
-becomes one rejection record and no patches; the exam's other images go on. Only a
-malformed spec or settings raises (SpecError).
+that does not decode, outside the DICOM root once symlinks are resolved) or does not
+fit its spec (box or frame outside the image) becomes one rejection record and no
+patches; the exam's other images go on. Only a malformed spec or settings raises
+(SpecError).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from embedpatch.dicom_io import (
     ImageError,
@@ -56,7 +56,14 @@ from embedpatch.reasons import RoiReason
 from embedpatch.roi_parse import Box
 from embedpatch.roi_table import REJECTED_COLUMNS
 from embedpatch.roi_validate import WHOLE_ROW
-from embedpatch.shards import COMPRESSIONS, DEFAULT_COMPRESSION, ExamPatches
+from embedpatch.shards import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    INFO_COLUMNS,
+    INFO_INT_COLUMNS,
+    ExamPatches,
+    typed_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +76,6 @@ NO_FRAME = -1  # info.frame of 2D / C-view patches
 NO_ROI = -1  # info.roi_index of negative windows
 EMPTY_DTYPE = np.dtype(np.uint16)  # dtype of a stored / monochrome2 exam without patches
 
-INFO_COLUMNS = [
-    "index",
-    "empi_anon",
-    "acc_anon",
-    "anon_dicom_path",
-    "FinalImageType",
-    "ImageLateralityFinal",
-    "ViewPosition",
-    "roi_index",
-    "frame",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
-    "patch_y0",
-    "patch_x0",
-    "patch_size",
-    "padding",
-    "label",
-]
-INFO_STRING_COLUMNS = {
-    "anon_dicom_path",
-    "FinalImageType",
-    "ImageLateralityFinal",
-    "ViewPosition",
-    "padding",
-    "label",
-}
-INFO_INT_COLUMNS = [name for name in INFO_COLUMNS if name not in INFO_STRING_COLUMNS]
 REJECTION_INT_COLUMNS = ["empi_anon", "acc_anon", "roi_index", "n_rois"]
 REJECTION_COLUMNS = REJECTED_COLUMNS
 
@@ -483,10 +461,10 @@ def _region_reader(
 
 
 def _image_patches(
-    image: ImageSpec, settings: PatchSettings
+    image: ImageSpec, settings: PatchSettings, dicom_root: str | None
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """All patches of one image and their records; raises ImageError for a bad image."""
-    with ImageReader(image.dicom_path) as reader:
+    with ImageReader(image.dicom_path, dicom_root) as reader:
         header = reader.header
         _check_fits(image, header)
         transform, dtype = _pixel_transform(reader, settings.pixel_values)
@@ -528,18 +506,6 @@ def _rejection(spec: ExamSpec, image: ImageSpec, error: ImageError) -> dict[str,
     }
 
 
-def typed_table(
-    records: list[dict[str, Any]], columns: Sequence[str], int_columns: Sequence[str]
-) -> pd.DataFrame:
-    """A table of `records` with exactly `columns`: int64 where listed, strings elsewhere.
-
-    Missing strings (None) become the string dtype's missing value.
-    """
-    table = pd.DataFrame(records, columns=list(columns))
-    types = {name: "int64" if name in int_columns else "str" for name in columns}
-    return table.astype(types)
-
-
 def _stacked(arrays: list[np.ndarray], settings: PatchSettings) -> np.ndarray:
     if not arrays:
         empty = np.uint8 if settings.pixel_values == "windowed_uint8" else EMPTY_DTYPE
@@ -548,8 +514,14 @@ def _stacked(arrays: list[np.ndarray], settings: PatchSettings) -> np.ndarray:
     return np.concatenate([array.astype(common, copy=False) for array in arrays])
 
 
-def extract_exam(spec: ExamSpec, settings: PatchSettings) -> ExamPatches:
-    """Cut every patch of one exam; images that fail become rejections, never exceptions."""
+def extract_exam(
+    spec: ExamSpec, settings: PatchSettings, dicom_root: str | None = None
+) -> ExamPatches:
+    """Cut every patch of one exam; images that fail become rejections, never exceptions.
+
+    With `dicom_root`, an image whose real path (symlinks resolved) is not below it is
+    refused (image_outside_root) before it is opened.
+    """
     arrays: list[np.ndarray] = []
     records: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
@@ -557,7 +529,7 @@ def extract_exam(spec: ExamSpec, settings: PatchSettings) -> ExamPatches:
         if not (image.rois or image.negatives):
             continue  # nothing to cut: the image is not even opened
         try:
-            patches, image_records = _image_patches(image, settings)
+            patches, image_records = _image_patches(image, settings, dicom_root)
         except ImageError as error:
             rejections.append(_rejection(spec, image, error))
             continue

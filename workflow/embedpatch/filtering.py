@@ -4,6 +4,9 @@ Kept: 2D rows (with or without ROIs), C-view rows when filter.cview_as_2d, and 3
 rows declaring ROIs (num_ROI > 0, or a non-empty ROI_coords even when num_ROI is 0
 or missing: ROI validation reports that count mismatch instead of it vanishing
 here). The checks run in CHECK_ORDER and a dropped row gets the first that fails.
+The last, duplicate_path, spans the whole table: of the rows passing every other
+check, only the first with a given dicom_path is kept (the stages after key images
+by their path; two rows for one image would give its ROIs twice).
 Values are compared exactly, except Manufacturer: on its first word, case-insensitive
 (the real table spells them "HOLOGIC, Inc.", "GE MEDICAL SYSTEMS", ...: HOLOGIC or
 Hologic in the config matches the first, GE the second).
@@ -48,7 +51,8 @@ CLINICAL_PREFIX = "clin_"
 ROW_GROUP_ROWS = 65_536
 
 # What the image is, then which images the config asks for, then whether its file
-# can be located: a row failing several checks is reported under the first.
+# can be located and the row identified: a row failing several checks is reported
+# under the first.
 CHECK_ORDER = (
     FilterReason.IMAGE_TYPE,
     FilterReason.CVIEW_EXCLUDED,
@@ -59,6 +63,8 @@ CHECK_ORDER = (
     FilterReason.MANUFACTURER,
     FilterReason.PATH_MISSING,
     FilterReason.PATH_OUTSIDE_ROOT,
+    FilterReason.ID_INVALID,
+    FilterReason.DUPLICATE_PATH,
 )
 DROPPED_SCHEMA = pa.schema(
     [
@@ -148,10 +154,19 @@ def _has_roi(batch: pa.RecordBatch) -> np.ndarray:
     return declared | _flags(listed)
 
 
+def _invalid_ids(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows whose empi_anon or acc_anon is missing or negative (no exam to file them under)."""
+    return ~(
+        _flags(pc.greater_equal(batch["empi_anon"], 0))
+        & _flags(pc.greater_equal(batch["acc_anon"], 0))
+    )
+
+
 def _failures(
     batch: pa.RecordBatch, options: FilterOptions, dicom_path: pa.Array, dicom_root: str
 ) -> dict[FilterReason, np.ndarray | None]:
-    """Per check, where it fails (None: the check is off under these options)."""
+    """Per check, where it fails (None: the check is off under these options, or, for
+    duplicate_path, decided by `decide` once the others have run)."""
     image_type = batch[IMAGE_TYPE].cast(pa.string())
     raw_path = batch["anon_dicom_path"].cast(pa.string())
     return {
@@ -180,6 +195,8 @@ def _failures(
         ),
         FilterReason.PATH_MISSING: _flags(pc.equal(pc.utf8_trim_whitespace(raw_path), ""), True),
         FilterReason.PATH_OUTSIDE_ROOT: ~_flags(inside_root(dicom_path, dicom_root)),
+        FilterReason.ID_INVALID: _invalid_ids(batch),
+        FilterReason.DUPLICATE_PATH: None,
     }
 
 
@@ -196,13 +213,35 @@ class Decision:
         return pc.is_null(self.reasons)
 
 
-def decide(batch: pa.RecordBatch, options: FilterOptions, mapping: PathMapping) -> Decision:
-    """Keep or drop each row of a metadata batch, with the first failing check's reason."""
+def _repeated(dicom_path: pa.Array, candidates: np.ndarray, seen: set[str]) -> np.ndarray:
+    """Which `candidates` rows repeat a path in `seen` or an earlier candidate's (seen updated)."""
+    repeated = np.zeros(len(dicom_path), dtype=bool)
+    positions = np.flatnonzero(candidates)
+    for position, path in zip(positions, dicom_path.take(positions).to_pylist(), strict=True):
+        repeated[position] = path in seen
+        seen.add(path)
+    return repeated
+
+
+def decide(
+    batch: pa.RecordBatch,
+    options: FilterOptions,
+    mapping: PathMapping,
+    seen: set[str] | None = None,
+) -> Decision:
+    """Keep or drop each row of a metadata batch, with the first failing check's reason.
+
+    `seen`: dicom_paths kept from earlier batches (updated with this batch's); a row
+    passing every other check whose path is there, or on an earlier row of the batch,
+    is dropped as duplicate_path.
+    """
     dicom_path = rewrite_paths(batch["anon_dicom_path"], mapping.dicom_root, mapping.path_rewrite)
     failures = _failures(batch, options, dicom_path, mapping.dicom_root)
     codes = np.full(batch.num_rows, -1, dtype=np.int64)
     for index, reason in enumerate(CHECK_ORDER):
         failing = failures[reason]
+        if reason is FilterReason.DUPLICATE_PATH:
+            failing = _repeated(dicom_path, codes < 0, set() if seen is None else seen)
         if failing is not None:
             codes[(codes < 0) & failing] = index
     names = pa.array([reason.value for reason in CHECK_ORDER], pa.string())
@@ -349,6 +388,7 @@ def filter_metadata(
     empty = pa.RecordBatch.from_pylist([], schema=schema)
     kept_schema = _kept_rows(empty, decide(empty, options, mapping), findings).schema
     tally = _Tally()
+    kept_paths: set[str] = set()
     with (
         atomic_output(filtered_out) as filtered_tmp,
         atomic_output(dropped_out) as dropped_tmp,
@@ -356,7 +396,7 @@ def filter_metadata(
         _RowGroupWriter(dropped_tmp, DROPPED_SCHEMA) as dropped_writer,
     ):
         for batch in batches:
-            decision = decide(batch, options, mapping)
+            decision = decide(batch, options, mapping, kept_paths)
             kept, dropped = _kept_rows(batch, decision, findings), _dropped_rows(batch, decision)
             kept_writer.write(kept)
             dropped_writer.write(dropped)

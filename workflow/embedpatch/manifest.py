@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from embedpatch.shards import read_shard_tables
+from embedpatch.shards import INFO_COLUMNS, INFO_INT_COLUMNS, read_shard_tables, typed_table
 from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,11 @@ def build_manifest(
     shard_paths: Sequence[str], results: str, filtered_path: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest (one row per patch, `shard` relative to `results`) and the extraction
-    rejections of all shards."""
+    rejections of all shards (a table without columns when there is no shard)."""
     results_dir = Path(results)
     parts = [_shard_rows(Path(path), results_dir) for path in sorted(shard_paths)]
+    if not parts:  # no exam had work: an empty manifest with the columns and types of one
+        parts = [(typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS), pd.DataFrame())]
     manifest = pd.concat([info for info, _ in parts], ignore_index=True)
     rejections = pd.concat([rejected for _, rejected in parts], ignore_index=True)
     labels = _clinical_labels(filtered_path)
@@ -59,11 +61,14 @@ def build_manifest(
 
 
 def all_rejections(validation: pd.DataFrame, extraction: pd.DataFrame) -> pd.DataFrame:
-    """Validation and extraction rejections in one table, with the stage that refused each."""
-    return pd.concat(
-        [validation.assign(stage="validate"), extraction.assign(stage="extract")],
-        ignore_index=True,
-    )
+    """Validation and extraction rejections in one table, with the stage that refused each.
+
+    An empty extraction table adds nothing (its columns may be missing: no shard).
+    """
+    parts = [validation.assign(stage="validate")]
+    if len(extraction):
+        parts.append(extraction.assign(stage="extract"))
+    return pd.concat(parts, ignore_index=True)
 
 
 def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> dict:

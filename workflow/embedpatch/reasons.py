@@ -15,6 +15,8 @@ class FilterReason(StrEnum):
     MANUFACTURER = "manufacturer"  # Manufacturer not in filter.manufacturers
     PATH_OUTSIDE_ROOT = "path_outside_root"  # anon_dicom_path escapes dicom_root
     PATH_MISSING = "path_missing"  # anon_dicom_path empty
+    ID_INVALID = "id_invalid"  # empi_anon or acc_anon missing or negative
+    DUPLICATE_PATH = "duplicate_path"  # same dicom_path as an earlier kept row (first kept)
 
 
 class RoiReason(StrEnum):
@@ -35,6 +37,7 @@ class RoiReason(StrEnum):
     FRAMES_LENGTH_MISMATCH = "frames_length_mismatch"  # ROI_frames and ROI_coords lengths differ
     IMAGE_MISSING = "image_missing"  # DICOM file not found
     IMAGE_UNREADABLE = "image_unreadable"  # DICOM file cannot be parsed or decoded
+    IMAGE_OUTSIDE_ROOT = "image_outside_root"  # real path (symlinks resolved) leaves dicom_root
     DIMENSION_MISMATCH = "dimension_mismatch"  # table Rows/Columns/frames disagree with the image
     NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box, policy 'drop'
     SUSPECT_FLIP = "suspect_flip"  # box on background, mirror on tissue, policy 'reject'

@@ -32,6 +32,9 @@ import pandas as pd
 from embedpatch.reasons import RoiReason
 
 MAX_TEXT_CHARS = 10_000
+MAX_TABLE_INT = 2**31 - 1
+"""Largest count or size a table cell may give: no real image has more, and the counts
+summed over any table stay exact in int64 (a float cell of 9.2e18 would wrap)."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHOW_CHARS = 40
 
@@ -81,14 +84,16 @@ def parse_frames(text: object) -> Parsed[tuple[int, ...]]:
 def parse_table_int(value: object, column: str, reason: RoiReason) -> int | Rejected | None:
     """A non-negative integer cell (int, or integral float like 2.0); None when missing.
 
-    Anything else (2.5, -1, inf, True, text) is `Rejected` with `reason`; empty or
-    whitespace-only text counts as missing.
+    Anything else (2.5, -1, inf, True, text, above MAX_TABLE_INT) is `Rejected` with
+    `reason`; empty or whitespace-only text counts as missing.
     """
     if is_missing(value) or (isinstance(value, str) and not value.strip()):
         return None
     number = _exact_int(value)
     if number is None or number < 0:
         return Rejected(reason, f"{column} {_shorten(repr(value))} is not a non-negative integer")
+    if number > MAX_TABLE_INT:
+        return Rejected(reason, f"{column} {_shorten(repr(value))} is over {MAX_TABLE_INT}")
     return number
 
 

@@ -203,19 +203,22 @@ def _flip_outcome(
     return ImageOutcome(result.declared, checked, rejected, bounds)
 
 
-def validate_row(row: Mapping[str, Any], settings: RoiSettings) -> ImageOutcome:
+def validate_row(
+    row: Mapping[str, Any], settings: RoiSettings, dicom_root: str | None = None
+) -> ImageOutcome:
     """Validate one image row's ROIs against its image; image problems refuse the row.
 
     3D images: the header alone. 2D / C-view: one open for the header and the
-    wrong-side check's downsampled read.
+    wrong-side check's downsampled read. With `dicom_root`, an image whose real path
+    is outside it is refused (image_outside_root) before it is opened.
     """
     try:
         if row["FinalImageType"] not in FLAT_IMAGE_TYPES:
-            bounds = _bounds(read_header(row["dicom_path"]))
+            bounds = _bounds(read_header(row["dicom_path"], dicom_root))
             result = validate_image_rois(_roi_row(row), bounds, settings.policy)
             checked = [CheckedRoi(roi) for roi in result.accepted]
             return ImageOutcome(result.declared, checked, list(result.rejected), bounds)
-        with ImageReader(row["dicom_path"]) as reader:
+        with ImageReader(row["dicom_path"], dicom_root) as reader:
             bounds = _bounds(reader.header)
             result = validate_image_rois(_roi_row(row), bounds, settings.policy)
             checked = check_flips(reader, result.accepted, settings) if result.accepted else []
@@ -292,15 +295,18 @@ def _typed_rejected(records: list[dict]) -> pd.DataFrame:
     return table.astype({"roi_index": "int64", "n_rois": "int64"})
 
 
-def build_roi_tables(filtered: pd.DataFrame, settings: RoiSettings) -> RoiTables:
-    """Validate the ROIs of every row of the filtered metadata table."""
+def build_roi_tables(
+    filtered: pd.DataFrame, settings: RoiSettings, dicom_root: str | None = None
+) -> RoiTables:
+    """Validate the ROIs of every row of the filtered metadata table (images below
+    `dicom_root` only, when given)."""
     candidates = filtered[rows_with_roi_cells(filtered)]
     log.info("%d of %d rows declare ROIs", len(candidates), len(filtered))
     accepted: list[dict] = []
     rejected: list[dict] = []
     rows_with_accepted = rows_all_rejected = declared = 0
     for row in candidates.to_dict("records"):
-        outcome = validate_row(row, settings)
+        outcome = validate_row(row, settings, dicom_root)
         declared += outcome.declared
         accepted += [_accepted_record(row, c, outcome.bounds) for c in outcome.accepted]
         rejected += [_rejected_record(row, r, outcome.declared) for r in outcome.rejected]
@@ -357,10 +363,14 @@ def run_roi_stage(
     rejected_path: str,
     summary_path: str,
     rois_config: Mapping[str, Any],
+    dicom_root: str | None = None,
 ) -> dict:
-    """Read the filtered table, validate its ROIs and write the stage's three outputs."""
+    """Read the filtered table, validate its ROIs and write the stage's three outputs.
+
+    `dicom_root`: images whose real path (symlinks resolved) leaves it are refused.
+    """
     filtered = read_filtered(filtered_path)
-    tables = build_roi_tables(filtered, RoiSettings.from_config(rois_config))
+    tables = build_roi_tables(filtered, RoiSettings.from_config(rois_config), dicom_root)
     with atomic_output(accepted_path) as temporary:
         tables.accepted.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -85,6 +85,50 @@ _VERSIONED = (
 _STRINGS = h5py.string_dtype("utf-8")
 
 
+# The info table: one row per patch (the manifest has these columns after `shard`).
+INFO_COLUMNS = [
+    "index",
+    "empi_anon",
+    "acc_anon",
+    "anon_dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "roi_index",
+    "frame",
+    "ymin",
+    "xmin",
+    "ymax",
+    "xmax",
+    "patch_y0",
+    "patch_x0",
+    "patch_size",
+    "padding",
+    "label",
+]
+INFO_STRING_COLUMNS = {
+    "anon_dicom_path",
+    "FinalImageType",
+    "ImageLateralityFinal",
+    "ViewPosition",
+    "padding",
+    "label",
+}
+INFO_INT_COLUMNS = [name for name in INFO_COLUMNS if name not in INFO_STRING_COLUMNS]
+
+
+def typed_table(
+    records: list[dict[str, Any]], columns: Sequence[str], int_columns: Sequence[str]
+) -> pd.DataFrame:
+    """A table of `records` with exactly `columns`: int64 where listed, strings elsewhere.
+
+    Missing strings (None) become the string dtype's missing value.
+    """
+    table = pd.DataFrame(records, columns=list(columns))
+    types = {name: "int64" if name in int_columns else "str" for name in columns}
+    return table.astype(types)
+
+
 @dataclass(frozen=True, eq=False)
 class ExamPatches:
     """One exam's patches (N, size, size), one info row per patch, one row per image refused."""
@@ -92,7 +136,7 @@ class ExamPatches:
     acc_anon: int
     empi_anon: int
     patches: np.ndarray
-    info: pd.DataFrame  # extract.INFO_COLUMNS; row i describes patches[i]
+    info: pd.DataFrame  # INFO_COLUMNS; row i describes patches[i]
     rejections: pd.DataFrame  # extract.REJECTION_COLUMNS
 
 

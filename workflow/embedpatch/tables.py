@@ -62,12 +62,30 @@ def is_parquet(path: str | Path) -> bool:
     return Path(path).suffix.lower() in {".parquet", ".pq"}
 
 
+@contextlib.contextmanager
+def _readable(path: str | Path) -> Iterator[None]:
+    """Turn the readers' errors on a malformed file (not UTF-8, ragged CSV rows, damaged
+    Parquet) into a one-line TableError naming the file."""
+    try:
+        yield
+    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as error:
+        message = " ".join(str(error).split())
+        raise TableError(f"{path}: unreadable table ({type(error).__name__}: {message})") from None
+
+
+def _checked(batches: Iterator[Data], path: str | Path) -> Iterator[Data]:
+    """`batches`, with read errors raised as TableError (see `_readable`)."""
+    with _readable(path):
+        yield from batches
+
+
 def _raw_column_names(path: str | Path) -> list[str]:
-    if is_parquet(path):
-        return pq.read_schema(path).names
-    with pa.input_stream(str(path), compression="detect") as stream:
-        header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")), [])
-    return header
+    with _readable(path):
+        if is_parquet(path):
+            return pq.read_schema(path).names
+        with pa.input_stream(str(path), compression="detect") as stream:
+            text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+            return next(csv.reader(text), [])
 
 
 def _pipeline_name(name: str) -> str:
@@ -112,10 +130,12 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pa.Table:
     require_columns(path, columns)
     source = _source_names(path)
     wanted = [source[name] for name in columns]
-    if is_parquet(path):
-        table = pq.read_table(path, columns=wanted)
-    else:
-        table = pacsv.read_csv(path, convert_options=_csv_convert_options(source.values(), wanted))
+    with _readable(path):
+        if is_parquet(path):
+            table = pq.read_table(path, columns=wanted)
+        else:
+            options = _csv_convert_options(source.values(), wanted)
+            table = pacsv.read_csv(path, convert_options=options)
     return cast_known_columns(table.rename_columns(list(columns)), str(path))
 
 
@@ -126,17 +146,18 @@ def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
     PARQUET_BATCH_ROWS rows), whatever the table's size.
     """
     source = _source_names(path)
-    if is_parquet(path):
-        parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
-        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
-    else:
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            convert_options=_csv_convert_options(source.values()),
-        )
-        schema, batches = reader.schema, iter(reader)
+    with _readable(path):
+        if is_parquet(path):
+            parquet = pq.ParquetFile(path)
+            schema = parquet.schema_arrow
+            batches = _checked(parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS), path)
+        else:
+            reader = pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                convert_options=_csv_convert_options(source.values()),
+            )
+            schema, batches = reader.schema, _checked(iter(reader), path)
     names = [_pipeline_name(name) for name in schema.names]
     empty = pa.RecordBatch.from_pylist([], schema=schema).rename_columns(names)
     cast_schema = cast_known_columns(empty, str(path)).schema

@@ -1,7 +1,8 @@
 # Stage 3: one HDF5 shard per exam, then the manifest of every patch.
 # Each extraction job carries its exam's specification as a param (see
 # embedpatch.exam_spec): only exams whose specification changed are rerun, and the
-# ROI table is an ancient() input so rewriting it alone reruns nothing.
+# ROI table is an ancient() input so rewriting it alone reruns nothing. dicom_root is
+# passed apart from both: images whose real path leaves it are refused, never read.
 
 
 rule extract_patches:
@@ -20,6 +21,7 @@ rule extract_patches:
     params:
         spec=exam_spec,
         settings=EXTRACTION_SETTINGS,
+        dicom_root=INPUTS.dicom_root,
     script:
         "../scripts/extract_patches.py"
 

@@ -1,6 +1,7 @@
 # Stage 2: parse and validate every ROI of the filtered table against its image's
-# header; each ROI is accepted (rois.parquet) or refused with a reason. A checkpoint:
-# the per-exam extraction jobs are known only once its tables exist.
+# header (refusing images whose real path leaves dicom_root); each ROI is accepted
+# (rois.parquet) or refused with a reason. A checkpoint: the per-exam extraction jobs
+# are known only once its tables exist.
 
 
 checkpoint validate_rois:
@@ -18,5 +19,6 @@ checkpoint validate_rois:
         mem_mb=2000,
     params:
         rois=config["rois"],
+        dicom_root=INPUTS.dicom_root,
     script:
         "../scripts/validate_rois.py"

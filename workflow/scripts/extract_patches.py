@@ -9,4 +9,5 @@ run_logged(
     snakemake.params.spec,
     snakemake.params.settings,
     snakemake.output.shard,
+    snakemake.params.dicom_root,
 )

@@ -11,4 +11,5 @@ run_logged(
     snakemake.output.rejected,
     snakemake.output.summary,
     rois_config=snakemake.params.rois,
+    dicom_root=snakemake.params.dicom_root,
 )
