@@ -35,7 +35,9 @@ from matplotlib.ticker import MaxNLocator
 from embedpatch.dicom_io import ImageHeader, ImageReader, invert_monochrome1, read_header
 from embedpatch.extract import IMAGE_TYPES
 from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.roi_table import ACCEPTED_COLUMNS
 from embedpatch.roi_validate import mirror_box_x
+from embedpatch.shards import INFO_COLUMNS
 from embedpatch.summary import FUNNEL_STAGES, read_columns
 from embedpatch.tables import atomic_output
 
@@ -739,48 +741,8 @@ def suspect_flip_figure(cases: Sequence[tuple[np.ndarray, pd.Series]], total: in
 # ---- the rules' entry point ---------------------------------------------------------------
 
 
-ROI_COLUMNS = [
-    "acc_anon",
-    "anon_dicom_path",
-    "dicom_path",
-    "FinalImageType",
-    "ImageLateralityFinal",
-    "ViewPosition",
-    "roi_index",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
-    "frames",
-    "rows",
-    "columns",
-    "n_frames",
-    "clipped",
-    "near_duplicate_of",
-    "suspect_flip",
-    "flip_fixed",
-    "box_tissue",
-    "mirror_tissue",
-]
-MANIFEST_COLUMNS = [
-    "shard",
-    "index",
-    "anon_dicom_path",
-    "FinalImageType",
-    "ImageLateralityFinal",
-    "ViewPosition",
-    "roi_index",
-    "frame",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
-    "patch_y0",
-    "patch_x0",
-    "patch_size",
-    "padding",
-    "label",
-]
+ROI_COLUMNS = ACCEPTED_COLUMNS
+MANIFEST_COLUMNS = ["shard", *INFO_COLUMNS]
 FILTERED_COLUMNS = ["anon_dicom_path", "dicom_path", *COUNT_COLUMNS]
 
 
