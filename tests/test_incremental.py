@@ -1,8 +1,10 @@
 """Incremental reruns: only new or changed exams are recomputed (Snakemake drives them).
 
-A baseline run on a copy of the demo table without one exam; every scenario starts
-from a copy of that finished folder (results and Snakemake's metadata), edits the
-table or the config, runs again, and reads from Snakemake's output which jobs ran.
+A baseline run on a copy of the demo table without one exam, with the exams spread
+over 2 batches (several exams per extraction job); every scenario starts from a copy
+of that finished folder (results and Snakemake's metadata), edits the table or the
+config, runs again, reads from Snakemake's output which jobs ran and why, and from
+the shard files (inode, mtime) which shards were written.
 """
 
 import json
@@ -17,9 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from embedpatch.batches import batch_name
 from embedpatch.demo import SOURCE_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
+N_BATCHES = 2
 JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(?P<body>(?:    .*\n)+)", re.MULTILINE)
 
 pytestmark = pytest.mark.workflow
@@ -34,7 +38,7 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def run(workdir: Path, *args: str) -> list[tuple[str, str, str]]:
-    """Run the workflow in `workdir`; the jobs that ran as (rule, acc_anon or '', reason)."""
+    """Run the workflow in `workdir`; the jobs that ran as (rule, batch or '', reason)."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
     command += ["--configfile", str(workdir / "config.yaml"), "--directory", str(workdir)]
     result = subprocess.run(
@@ -44,7 +48,7 @@ def run(workdir: Path, *args: str) -> list[tuple[str, str, str]]:
     jobs = []
     for match in JOB.finditer(result.stderr + result.stdout):
         body = match.group("body")
-        wildcard = re.search(r"wildcards: acc_anon=(\d+)", body)
+        wildcard = re.search(r"wildcards: batch=(b\d+)", body)
         reason = re.search(r"reason: (.*)", body)
         jobs.append(
             (
@@ -57,7 +61,25 @@ def run(workdir: Path, *args: str) -> list[tuple[str, str, str]]:
 
 
 def extracted(jobs: list[tuple[str, str, str]]) -> set[str]:
-    return {acc for rule, acc, _ in jobs if rule == "extract_patches"}
+    """The batches whose extraction job ran."""
+    return {batch for rule, batch, _ in jobs if rule == "extract_patches"}
+
+
+def shard_stamps(workdir: Path) -> dict[str, tuple[int, int]]:
+    """acc_anon -> (inode, mtime) of every shard: a rewritten shard changes both."""
+    return {
+        path.stem: (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in (workdir / "results/patches").glob("*.h5")
+    }
+
+
+def rewritten(before: dict, after: dict) -> set[str]:
+    """Exams whose shard is new or was written again."""
+    return {acc for acc, stamp in after.items() if before.get(acc) != stamp}
+
+
+def batch_of(acc_anon: str) -> str:
+    return batch_name(acc_anon, N_BATCHES)
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +104,13 @@ def baseline(demo_cohort, full_table, roi_exams, tmp_path_factory) -> Path:
         "clinical": str(demo_cohort / "tables/clinical.csv"),
         "dicom_root": str(images),
         "path_rewrite": [{"from": SOURCE_PREFIX, "to": f"{images}/"}],
-        "patches": {"size": 48, "negatives_per_image": 1},
+        "patches": {"size": 48, "negatives_per_image": 1, "batches": N_BATCHES},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     write_table(full_table[full_table["acc_anon"] != roi_exams[-1]], workdir / "metadata.csv")
     jobs = run(workdir)
     assert extracted(jobs), "the baseline run extracted nothing"
+    assert len(shard_stamps(workdir)) > len(extracted(jobs)), "batches should hold several exams"
     return workdir
 
 
@@ -121,11 +144,14 @@ def test_reordering_rows_recomputes_no_shard(workdir):
 
 
 def test_a_new_exam_recomputes_only_that_exam(workdir, full_table, roi_exams):
+    new = roi_exams[-1]
+    before = shard_stamps(workdir)
     write_table(full_table, workdir / "metadata.csv")
     jobs = run(workdir)
-    assert extracted(jobs) == {roi_exams[-1]}
+    assert extracted(jobs) == {batch_of(new)}
+    assert rewritten(before, shard_stamps(workdir)) == {new}
     manifest = pd.read_parquet(workdir / "results/manifest.parquet")
-    assert (manifest["acc_anon"].astype(str) == roi_exams[-1]).any()
+    assert (manifest["acc_anon"].astype(str) == new).any()
 
 
 def test_a_changed_roi_recomputes_only_its_exam(workdir, roi_exams):
@@ -135,15 +161,53 @@ def test_a_changed_roi_recomputes_only_its_exam(workdir, roi_exams):
     ymin, xmin, ymax, xmax = json.loads(table.at[row, "ROI_coords"])[0]
     table.at[row, "ROI_coords"] = json.dumps([[ymin + 2, xmin + 2, ymax + 2, xmax + 2]])
     write_table(table, workdir / "metadata.csv")
+    before = shard_stamps(workdir)
     jobs = run(workdir)
-    assert extracted(jobs) == {changed}
+    assert extracted(jobs) == {batch_of(changed)}
     reasons = [reason for rule, _, reason in jobs if rule == "extract_patches"]
     assert "Params have changed" in reasons[0]
+    # The batch holds other exams; their shards are kept as they were.
+    assert sum(batch_of(acc) == batch_of(changed) for acc in before) > 1
+    assert rewritten(before, shard_stamps(workdir)) == {changed}
+
+
+def test_a_removed_exam_loses_its_shard(workdir, roi_exams):
+    table = read_table(workdir / "metadata.csv")
+    removed = roi_exams[0]
+    write_table(table[table["acc_anon"] != removed], workdir / "metadata.csv")
+    before = shard_stamps(workdir)
+    jobs = run(workdir)
+    assert extracted(jobs) == {batch_of(removed)}
+    after = shard_stamps(workdir)
+    assert set(after) == set(before) - {removed}
+    assert rewritten(before, after) == set()
+    manifest = pd.read_parquet(workdir / "results/manifest.parquet")
+    assert not (manifest["acc_anon"].astype(str) == removed).any()
 
 
 def test_a_patch_setting_recomputes_every_shard(workdir):
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["patches"]["size"] = 40
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    shards = {path.stem for path in (workdir / "results/patches").glob("*.h5")}
-    assert extracted(run(workdir)) == shards
+    before = shard_stamps(workdir)
+    assert extracted(run(workdir)) == {batch_of(acc) for acc in before}
+    assert rewritten(before, shard_stamps(workdir)) == set(before)
+
+
+def test_another_batch_count_rewrites_no_shard(workdir):
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["patches"]["batches"] = 5
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    before = shard_stamps(workdir)
+    jobs = run(workdir)
+    assert extracted(jobs) == {batch_name(acc, 5) for acc in before}
+    assert rewritten(before, shard_stamps(workdir)) == set()
+    assert run(workdir) == []
+
+
+def test_a_deleted_shard_is_rewritten_by_forcing_extraction(workdir):
+    before = shard_stamps(workdir)
+    lost = sorted(before)[0]
+    (workdir / f"results/patches/{lost}.h5").unlink()
+    run(workdir, "--forcerun", "extract_patches")
+    assert rewritten(before, shard_stamps(workdir)) == {lost}

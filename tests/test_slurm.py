@@ -8,7 +8,6 @@ shards and tables must equal those of a local run.
 """
 
 import ast
-import math
 import re
 import shutil
 import signal
@@ -26,16 +25,18 @@ from embedpatch.shards import read_shard
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 TARGET = "results/manifest.parquet"
-# Rules (or groups) every run up to the manifest submits, by their SLURM log folder.
+# Rules every run up to the manifest submits, by their SLURM log folder.
 SUBMITTED = {
     "rule_demo_cohort",
     "rule_filter_metadata",
     "rule_validate_rois",
-    "group_extract_extract_patches",
+    "rule_extract_patches",
     "rule_collect_patches",
 }
 # Tables written next to the shards; the run must reproduce them exactly.
 TABLES = ["manifest.parquet", "rois/rejected.parquet", "rois/rois.parquet"]
+# Few batches, so that SLURM jobs hold several exams; both runs use it.
+BATCHES = {"patches": {"batches": 4}}
 RUN_TIMEOUT = 600  # seconds; the run takes about 2 minutes on a 2-core machine
 
 
@@ -68,6 +69,8 @@ def cluster() -> dict:
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    overlay = workdir / "batches.yaml"
+    overlay.write_text(yaml.safe_dump(BATCHES))
     command = [
         sys.executable,
         "-m",
@@ -76,6 +79,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
         str(ROOT / "Snakefile"),
         "--configfile",
         str(ROOT / "config.yaml"),
+        str(overlay),
         "--directory",
         str(workdir),
         *args,
@@ -165,15 +169,15 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run, cluster):
 @pytest.mark.workflow
 def test_exams_are_batched_into_few_slurm_jobs(slurm_run, cluster):
     jobs = submissions(slurm_run)
-    batches = {job_id: path for job_id, path in jobs.items() if "group_extract" in str(path)}
-    exams = sorted(path.stem for path in (slurm_run / "results" / "patches").glob("*.h5"))
-    per_batch = int(profile()["group-components"]["extract"])
-    assert len(exams) > 1
-    assert len(batches) == math.ceil(len(exams) / per_batch)
+    batches = {job_id: path for job_id, path in jobs.items() if "rule_extract_patches" in str(path)}
+    records = sorted((slurm_run / "results/patches/batches").glob("*.json"))
+    exams = sorted(path.stem for path in (slurm_run / "results/patches").glob("*.h5"))
+    assert len(exams) > len(records) > 1  # several exams per batch here
+    assert len(batches) == len(records)
     in_batches = set()
     for path in batches.values():
-        in_batches |= set(re.findall(r"extract_patches:acc_anon=(\d+)", path.read_text()))
-    assert in_batches == set(exams)
+        in_batches |= set(re.findall(r"batch=(b\d+)", path.read_text()))
+    assert in_batches == {path.stem for path in records}
     # A batch runs its exams one after another: one CPU, one exam's memory (attempt 1).
     extract = profile()["set-resources"]["extract_patches"]
     memory = eval(str(extract["mem_mb"]), {"attempt": 1})

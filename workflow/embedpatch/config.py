@@ -120,7 +120,9 @@ def negatives_per_image(config: Mapping[str, Any]) -> int:
 def extraction_settings(config: Mapping[str, Any]) -> str:
     """The settings every extraction job gets, as canonical JSON (a change reruns all exams).
 
-    negatives_per_image is left out: it is part of each exam's own specification.
+    Left out: negatives_per_image (part of each exam's own specification) and batches
+    (which job an exam runs in, not what its shard holds).
     """
-    settings = {k: v for k, v in config["patches"].items() if k != "negatives_per_image"}
+    not_settings = {"negatives_per_image", "batches"}
+    settings = {k: v for k, v in config["patches"].items() if k not in not_settings}
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))

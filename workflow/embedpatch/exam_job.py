@@ -1,14 +1,27 @@
-"""One extraction job: an exam's specification in, its complete shard out."""
+"""Extraction jobs: an exam's specification in, its complete shard out; a batch of exams
+per Snakemake job, rewriting only the shards that are missing or stale."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
 
+from embedpatch.batches import batch_name
 from embedpatch.extract import ExamSpec, PatchSettings, extract_exam
-from embedpatch.shards import write_shard
+from embedpatch.shards import complete_shard_attrs, write_shard
+from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"^(\d+)\.h5$")
+
+
+class BatchError(RuntimeError):
+    """Some exams of a batch failed; the others' shards are written."""
 
 
 def sha256(text: str) -> str:
@@ -37,3 +50,84 @@ def extract_exam_shard(
         len(exam.patches),
         len(exam.rejections),
     )
+
+
+def _images_newer_than(spec_json: str, when_ns: int) -> bool:
+    """Whether an image of the exam was modified after `when_ns` (missing images are not:
+    the shard already records them as refused)."""
+    for image in json.loads(spec_json)["images"]:
+        try:
+            if Path(image["dicom_path"]).stat().st_mtime_ns > when_ns:
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+def shard_is_current(shard_path: str | Path, spec_json: str, settings_json: str) -> bool:
+    """Whether `shard_path` is what extraction would write again: a complete shard made
+    from this specification and these settings, and no image of the exam newer."""
+    attrs = complete_shard_attrs(shard_path)
+    return (
+        attrs is not None
+        and attrs.get("spec_hash") == sha256(spec_json)
+        and attrs.get("config_hash") == sha256(settings_json)
+        and not _images_newer_than(spec_json, Path(shard_path).stat().st_mtime_ns)
+    )
+
+
+def _remove_departed(shard_dir: Path, batch: str, n_batches: int, kept: set[str]) -> list[str]:
+    """Delete shards of this batch whose exams are no longer in it; their acc_anon."""
+    removed = []
+    for path in sorted(shard_dir.glob("*.h5")):
+        match = SHARD_NAME.match(path.name)
+        if match and match[1] not in kept and batch_name(match[1], n_batches) == batch:
+            path.unlink()
+            removed.append(match[1])
+    return removed
+
+
+def extract_batch(
+    specs: Mapping[str, str],
+    settings_json: str,
+    shard_dir: str,
+    record_path: str,
+    n_batches: int,
+    dicom_root: str | None = None,
+) -> dict[str, int]:
+    """Bring the shard of every exam of one batch up to date, then write its record.
+
+    `specs`: acc_anon -> specification, all in the batch `record_path` is named after.
+    Shards already current are kept as they are; shards of exams that left the batch
+    are deleted. An exam that fails is logged and the others go on; the batch then
+    raises BatchError without writing its record (its job fails, and a rerun
+    recomputes only what is still missing). The record (JSON) lists the batch's
+    shards with their specification hashes.
+    """
+    batch = Path(record_path).stem
+    directory = Path(shard_dir)
+    counts = {"extracted": 0, "current": 0, "failed": 0}
+    shards = {}
+    for acc_anon, spec_json in specs.items():
+        if batch_name(acc_anon, n_batches) != batch:
+            raise ValueError(f"exam {acc_anon} does not belong to batch {batch}")
+        shard = directory / f"{acc_anon}.h5"
+        shards[acc_anon] = {"shard": str(shard), "spec_hash": sha256(spec_json)}
+        if shard_is_current(shard, spec_json, settings_json):
+            counts["current"] += 1
+            continue
+        try:
+            extract_exam_shard(spec_json, settings_json, str(shard), dicom_root)
+            counts["extracted"] += 1
+        except Exception:
+            log.exception("exam %s failed", acc_anon)
+            counts["failed"] += 1
+    removed = _remove_departed(directory, batch, n_batches, set(specs))
+    log.info("batch %s: %s, %d departed shards removed", batch, counts, len(removed))
+    if counts["failed"]:
+        raise BatchError(f"{counts['failed']} of {len(specs)} exams of batch {batch} failed")
+    record = {"batch": batch, "config_hash": sha256(settings_json), "exams": shards}
+    Path(record_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(record_path) as temporary:
+        temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return counts | {"removed": len(removed)}

@@ -1,8 +1,9 @@
-"""What each exam's extraction job must do, as one canonical JSON string per exam.
+"""What extraction must do for each exam, as one canonical JSON string per exam.
 
-The per-exam rule carries its exam's specification as a Snakemake `params` value:
-Snakemake reruns exactly the exams whose specification changed (new ROIs, a new
-image, a changed box), and no exam when the tables are only rewritten or reordered.
+The extraction rule carries its batch's specifications as a Snakemake `params` value
+(embedpatch.batches): Snakemake reruns exactly the batches in which a specification
+changed (new ROIs, a new image, a changed box), and none when the tables are only
+rewritten or reordered; each shard records the hash of its exam's specification.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedpatch.batches import group_into_batches
 from embedpatch.roi_validate import mirror_box_x
 
 IDENTITY = ["acc_anon", "empi_anon"]
@@ -118,5 +120,28 @@ def load_exam_specs(
     """Exam specifications from the stage-2 tables, read once per process and file version
     (Snakemake asks for one exam's specification per job)."""
     paths = (rois_path, rejected_path, filtered_path)
-    stamp = tuple(Path(path).stat().st_mtime_ns for path in paths)
-    return _cached_specs(*paths, negatives_per_image, stamp)
+    return _cached_specs(*paths, negatives_per_image, _stamp(paths))
+
+
+def _stamp(paths: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(Path(path).stat().st_mtime_ns for path in paths)
+
+
+@cache
+def _cached_batches(
+    paths: tuple[str, str, str], negatives: int, n_batches: int, stamp: tuple
+) -> dict[str, dict[str, str]]:
+    return group_into_batches(_cached_specs(*paths, negatives, stamp), n_batches)
+
+
+def load_exam_batches(
+    rois_path: str,
+    rejected_path: str,
+    filtered_path: str,
+    negatives_per_image: int,
+    n_batches: int,
+) -> dict[str, dict[str, str]]:
+    """batch -> {acc_anon: specification}, from the stage-2 tables (read once per process
+    and file version: Snakemake asks for one batch's specifications per job)."""
+    paths = (rois_path, rejected_path, filtered_path)
+    return _cached_batches(paths, negatives_per_image, n_batches, _stamp(paths))

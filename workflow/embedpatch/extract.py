@@ -291,7 +291,8 @@ class PatchSettings:
     pixel_values: str
     compression: str
 
-    UPSTREAM = ("negatives_per_image",)  # config keys used to build the specs, ignored here
+    # config keys of the section used to build the specs or the jobs, ignored here
+    UPSTREAM = ("negatives_per_image", "batches")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PatchSettings:

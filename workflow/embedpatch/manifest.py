@@ -86,8 +86,17 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> 
     }
 
 
+def shards_in_records(record_paths: Sequence[str]) -> list[str]:
+    """The shard paths the extraction batches' records list, sorted."""
+    shards = []
+    for path in record_paths:
+        exams = json.loads(Path(path).read_text())["exams"]
+        shards.extend(entry["shard"] for entry in exams.values())
+    return sorted(shards)
+
+
 def collect_patches(
-    shard_paths: Sequence[str],
+    record_paths: Sequence[str],
     filtered_path: str,
     validation_rejected_path: str,
     manifest_path: str,
@@ -95,11 +104,13 @@ def collect_patches(
     rejected_csv_path: str,
     summary_path: str,
 ) -> dict:
-    """Write the manifest, the combined rejection tables and the patch summary.
+    """Write the manifest, the combined rejection tables and the patch summary, from the
+    shards the batch records (embedpatch.exam_job.extract_batch) list.
 
     The manifest's folder is the results folder its `shard` paths are relative to.
     """
     results = str(Path(manifest_path).parent)
+    shard_paths = shards_in_records(record_paths)
     manifest, extraction = build_manifest(shard_paths, results, filtered_path)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)

@@ -309,6 +309,16 @@ def shard_is_complete(path: str | Path) -> bool:
         return False
 
 
+def complete_shard_attrs(path: str | Path) -> dict[str, Any] | None:
+    """A complete shard's attributes (as `read_shard_tables` gives them), None for a missing,
+    unfinished or damaged file: the cheap check of whether a shard must be rewritten."""
+    try:
+        with _complete(path) as file:
+            return _python_attrs(file)
+    except ShardError:
+        return None
+
+
 def _read_column(dataset: h5py.Dataset) -> np.ndarray | pd.Series:
     if h5py.check_string_dtype(dataset.dtype) is None:
         return dataset[()]

@@ -30,23 +30,32 @@ NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
 
 
-def exam_specs():
-    """acc_anon -> JSON specification, for every exam with work (after stage 2)."""
+N_BATCHES = config["patches"]["batches"]
+
+
+def exam_batches():
+    """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2)."""
     # Imported here, not at the top: it brings pandas, and every job parses this file.
-    from embedpatch.exam_spec import load_exam_specs
+    from embedpatch.exam_spec import load_exam_batches
 
     stage2 = checkpoints.validate_rois.get().output
-    return load_exam_specs(
+    return load_exam_batches(
         stage2.accepted,
         stage2.rejected,
         f"{RESULTS}/metadata/filtered.parquet",
         NEGATIVES_PER_IMAGE,
+        N_BATCHES,
     )
 
 
-def exam_spec(wildcards):
-    return exam_specs()[wildcards.acc_anon]
+def batch_specs(wildcards):
+    return exam_batches()[wildcards.batch]
 
 
-def exam_shards(wildcards):
-    return expand(f"{RESULTS}/patches/{{acc_anon}}.h5", acc_anon=sorted(exam_specs()))
+def batch_records(wildcards):
+    return expand(f"{RESULTS}/patches/batches/{{batch}}.json", batch=exam_batches())
+
+
+def shard_dir(wildcards, output):
+    """The shards' folder: patches/, where the batch records' folder is."""
+    return os.path.dirname(os.path.dirname(output.record))

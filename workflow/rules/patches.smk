@@ -1,26 +1,31 @@
-# Stage 3: one HDF5 shard per exam, then the manifest of every patch.
-# Each extraction job carries its exam's specification as a param (see
-# embedpatch.exam_spec): only exams whose specification changed are rerun, and the
-# ROI table is an ancient() input so rewriting it alone reruns nothing. dicom_root is
-# passed apart from both: images whose real path leaves it are refused, never read.
+# Stage 3: one HDF5 shard per exam, written by a fixed number of batch jobs, then the
+# manifest of every patch. An exam's batch is a hash of its acc_anon (embedpatch.batches):
+# each job carries its exams' specifications (embedpatch.exam_spec) as a param, so only
+# batches whose specifications changed rerun, and inside them only missing or stale
+# shards are rewritten. The shards are not declared outputs (Snakemake would delete a
+# rerun batch's shards first); the batch's record lists them. The ROI table is an
+# ancient() input, so rewriting it alone reruns nothing. dicom_root is passed apart:
+# images whose real path leaves it are refused, never read.
 
 
 rule extract_patches:
     input:
         rois=ancient(f"{RESULTS}/rois/rois.parquet"),
     output:
-        shard=f"{RESULTS}/patches/{{acc_anon}}.h5",
+        record=f"{RESULTS}/patches/batches/{{batch}}.json",
     log:
-        f"{RESULTS}/logs/extract_patches/{{acc_anon}}.log",
+        f"{RESULTS}/logs/extract_patches/{{batch}}.log",
     wildcard_constraints:
-        acc_anon=r"\d+",
+        batch=r"b\d+",
     conda:
         "../../envs/extract.yaml"
     resources:
         mem_mb=1500,
     params:
-        spec=exam_spec,
+        exams=batch_specs,
         settings=EXTRACTION_SETTINGS,
+        shard_dir=shard_dir,
+        n_batches=N_BATCHES,
         dicom_root=INPUTS.dicom_root,
     script:
         "../scripts/extract_patches.py"
@@ -28,7 +33,7 @@ rule extract_patches:
 
 rule collect_patches:
     input:
-        shards=exam_shards,
+        records=batch_records,
         filtered=f"{RESULTS}/metadata/filtered.parquet",
         validation_rejected=f"{RESULTS}/rois/validation_rejected.parquet",
     output:

@@ -6,7 +6,7 @@ from embedpatch.manifest import collect_patches
 run_logged(
     snakemake.log[0],
     collect_patches,
-    snakemake.input.shards,
+    snakemake.input.records,
     snakemake.input.filtered,
     snakemake.input.validation_rejected,
     snakemake.output.manifest,

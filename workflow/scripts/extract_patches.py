@@ -1,13 +1,15 @@
-"""Snakemake script of rule extract_patches: one exam's patches into its HDF5 shard."""
+"""Snakemake script of rule extract_patches: the shards of one batch of exams, and its record."""
 
-from embedpatch.exam_job import extract_exam_shard
+from embedpatch.exam_job import extract_batch
 from embedpatch.logs import run_logged
 
 run_logged(
     snakemake.log[0],
-    extract_exam_shard,
-    snakemake.params.spec,
+    extract_batch,
+    snakemake.params.exams,
     snakemake.params.settings,
-    snakemake.output.shard,
+    snakemake.params.shard_dir,
+    snakemake.output.record,
+    snakemake.params.n_batches,
     snakemake.params.dicom_root,
 )
