@@ -1,10 +1,11 @@
-"""Shared fixtures: a small synthetic demo cohort, generated once per test session."""
+"""Shared fixtures: a small synthetic demo cohort, and one demo pipeline run, per session."""
 
 from pathlib import Path
 
 import pytest
 
 from embedpatch.demo.cohort import write_demo_cohort
+from snakemake_runner import run_snakemake
 
 DEMO_PARAMS = {"seed": 7, "n_patients": 4, "scale": 0.1, "dbt_frames": 8}
 
@@ -21,3 +22,15 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("demo_cohort")
     write_demo_cohort(out_dir, **DEMO_PARAMS)
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where Snakemake ran the whole default workflow (config.yaml: the demo).
+
+    Shared by every test reading its outputs: tests that change files run their own.
+    """
+    workdir = tmp_path_factory.mktemp("demo_run")
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir

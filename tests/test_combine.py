@@ -127,15 +127,8 @@ def test_a_manifest_not_matching_its_shards_is_refused(results):
 
 
 @pytest.mark.workflow
-def test_workflow_builds_splits_and_combined_file(tmp_path):
-    targets = ["results/splits.parquet", "results/patches_combined.h5"]
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-    command += ["--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)]
-    result = subprocess.run(
-        [*command, "--cores", "2", *targets], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    results = tmp_path / "results"
+def test_workflow_builds_splits_and_combined_file(demo_run):
+    results = demo_run / "results"
     assert_combined_equals_shards(results)
     train = PatchDataset(results, split="train")
     manifest = pd.read_parquet(results / "manifest.parquet")

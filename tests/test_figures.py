@@ -37,7 +37,7 @@ from embedpatch.figures import (
 )
 from embedpatch.reasons import RoiReason
 from embedpatch.summary import FUNNEL_STAGES, funnel_counts
-from test_workflow import snakemake
+from snakemake_runner import run_snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -270,14 +270,6 @@ def test_every_figure_has_a_caption_and_a_rule():
 # ---- a demo run -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("figures_run")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
-
-
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) from a PNG's header, after checking its signature."""
     data = path.read_bytes()
@@ -341,7 +333,7 @@ def test_figures_without_dbt_rois_or_flips_say_so(demo_run, tmp_path):
 @pytest.mark.workflow
 def test_report_holds_every_figure(demo_run):
     report = demo_run / "report.html"
-    result = snakemake(demo_run, "--report", str(report))
+    result = run_snakemake(demo_run, "--report", str(report))
     assert result.returncode == 0, result.stderr[-4000:]
     html = report.read_text()
     for name in PLOTS:

@@ -1,9 +1,6 @@
 """Stage 1 metadata filter: keep/drop semantics, one reason per dropped row, outputs."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -22,8 +19,8 @@ from embedpatch.filtering import (
 from embedpatch.filtering import FilterOptions as Options
 from embedpatch.reasons import FilterReason
 from embedpatch.tables import TableError
+from snakemake_runner import run_snakemake
 
-REPO = Path(__file__).resolve().parent.parent
 NAS = "/mnt/NAS2/mammo/anon_dicom/"
 ROOT = "/data/embed"
 BIG_ACC = 9_876_543_210_987_653  # above 2**53: float64 cannot hold it
@@ -361,10 +358,12 @@ def test_snakemake_rule_runs_on_a_user_table(tmp_path):
         "path_rewrite": [{"from": NAS, "to": ROOT + "/"}],
     }
     (tmp_path / "config.yaml").write_text(json.dumps(config))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-    command += ["--configfile", str(tmp_path / "config.yaml"), "--directory", str(tmp_path)]
-    command += ["--cores", "1", "results/metadata/filtered.parquet"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = run_snakemake(
+        tmp_path,
+        "results/metadata/filtered.parquet",
+        configfiles=(tmp_path / "config.yaml",),
+        cores=1,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     filtered = pq.read_table(tmp_path / "results/metadata/filtered.parquet")
     assert filtered["clin_n_findings"].to_pylist()[0] == 1

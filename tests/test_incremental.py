@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +19,8 @@ import yaml
 
 from embedpatch.batches import batch_name
 from embedpatch.demo import SOURCE_PREFIX
+from snakemake_runner import run_snakemake
 
-ROOT = Path(__file__).resolve().parent.parent
 N_BATCHES = 2
 JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(?P<body>(?:    .*\n)+)", re.MULTILINE)
 
@@ -39,11 +37,7 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 def run(workdir: Path, *args: str) -> list[tuple[str, str, str]]:
     """Run the workflow in `workdir`; the jobs that ran as (rule, batch or '', reason)."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-    command += ["--configfile", str(workdir / "config.yaml"), "--directory", str(workdir)]
-    result = subprocess.run(
-        [*command, "--cores", "2", *args], capture_output=True, text=True, check=False
-    )
+    result = run_snakemake(workdir, *args, configfiles=(workdir / "config.yaml",))
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = []
     for match in JOB.finditer(result.stderr + result.stdout):

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from embedpatch.shards import read_shard
+from snakemake_runner import DEMO_CONFIG, snakemake_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
@@ -71,20 +71,9 @@ def cluster() -> dict:
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     overlay = workdir / "batches.yaml"
     overlay.write_text(yaml.safe_dump(BATCHES))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(ROOT / "config.yaml"),
-        str(overlay),
-        "--directory",
-        str(workdir),
-        *args,
-        TARGET,
-    ]
+    command = snakemake_command(
+        workdir, *args, TARGET, configfiles=(DEMO_CONFIG, overlay), cores=None
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
@@ -225,11 +214,9 @@ def test_profile_resources_are_python_expressions_of_attempt():
 @pytest.mark.parametrize("name", ["default", "slurm"])
 def test_profile_is_accepted_by_snakemake(name, tmp_path):
     """Every key is a valid option (a dry run refuses unknown ones), with or without SLURM."""
-    result = run(
-        sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path),
-        "--profile", str(ROOT / "workflow" / "profiles" / name), "--dry-run",
-        timeout=120,
-    )  # fmt: skip
+    command = snakemake_command(
+        tmp_path, "--profile", str(ROOT / "workflow" / "profiles" / name), "--dry-run", cores=None
+    )
+    result = run(*command, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Using profile {ROOT / 'workflow' / 'profiles' / name}" in result.stderr

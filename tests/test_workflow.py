@@ -1,8 +1,6 @@
 """The demo pipeline run end to end by Snakemake itself, in a temporary folder."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +12,9 @@ from pydicom.uid import JPEG2000Lossless
 
 from embedpatch.shards import read_shard
 from reference_patches import reference_origin, reference_patch, reference_values
-
-ROOT = Path(__file__).resolve().parent.parent
+from snakemake_runner import run_snakemake
 
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the project's workflow with `workdir` as its working directory."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(ROOT / "config.yaml"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo_run")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
 
 
 def test_demo_run_writes_the_filtered_table(demo_run):
@@ -62,7 +32,7 @@ def test_demo_run_logs_every_rule(demo_run):
 
 
 def test_rerun_with_nothing_changed_runs_nothing(demo_run):
-    result = snakemake(demo_run, "--dry-run")
+    result = run_snakemake(demo_run, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -118,7 +88,7 @@ def test_shards_record_config_and_versions(demo_run):
 
 
 def test_a_second_run_gives_identical_patches(demo_run, tmp_path):
-    result = snakemake(tmp_path)
+    result = run_snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     first, second = shard_patches(demo_run), shard_patches(tmp_path)
     assert first.keys() == second.keys()
@@ -139,7 +109,7 @@ def break_every_frame(path: Path) -> None:
 
 
 def test_an_image_failing_to_decode_stays_local(tmp_path):
-    assert snakemake(tmp_path).returncode == 0
+    assert run_snakemake(tmp_path).returncode == 0
     rois = pd.read_parquet(tmp_path / "results/rois/rois.parquet")
     compressed = [
         (row.dicom_path, row.acc_anon, row.anon_dicom_path)
@@ -151,7 +121,7 @@ def test_an_image_failing_to_decode_stays_local(tmp_path):
     ]
     local_path, acc_anon, anon_path = compressed[0]
     break_every_frame(tmp_path / local_path)
-    result = snakemake(tmp_path, "--forcerun", "extract_patches")
+    result = run_snakemake(tmp_path, "--forcerun", "extract_patches")
     assert result.returncode == 0, result.stderr[-4000:]
     rejected = pd.read_parquet(tmp_path / "results/rois/rejected.parquet")
     from_extraction = rejected[rejected["stage"] == "extract"]

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import yaml
 
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.shards import read_shard, read_shard_tables, shard_is_complete
+from snakemake_runner import run_snakemake
+from snakemake_runner import snakemake_command as runner_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCH_SIZE = 48
@@ -30,27 +31,12 @@ ROI_TYPES = ("2D", "cview", "3D")
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """The command running the project's workflow on `workdir`'s config.yaml."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
+    return runner_command(workdir, *args, configfiles=(workdir / "config.yaml",))
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` (default target unless `args` name one)."""
-    return subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, check=False
-    )
+    return run_snakemake(workdir, *args, configfiles=(workdir / "config.yaml",))
 
 
 def read_table(path: Path) -> pd.DataFrame:
