@@ -16,9 +16,13 @@ rusage of that child: the maximum over it and the descendants it waited for):
   noop         the same command again: nothing to do
   add_10       the full table (10 exams more): a real run; which batches and shards ran
   noop_after   nothing to do again
+  recheck      --forcerun extract_patches: every batch re-checks its shards (a replaced
+               image or a deleted shard is found this way); shards written
 
 Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000 10000 50000] [--fresh]
-       [--report-only]
+       [--steps STEP ...] [--report-only]
+--steps runs only those steps (in the order above) on the working folder as the last
+run left it, and merges them into the size's saved results, e.g. `--steps recheck`.
 Results: bench/out/scale/<N>/bench.json, logs beside it; the table is printed.
 """
 
@@ -51,6 +55,8 @@ SNAKEFILE = str(ROOT / "Snakefile")
 CORES = 2
 ADDED = 10  # exams added for the incremental step
 PER_EXAM_BATCHES = 100_000
+STEPS = ["stages", "parse", "dryrun", "dryrun_per_exam", "run", "noop", "add_10",
+         "noop_after", "recheck"]  # fmt: skip
 
 
 # ---- measuring one subprocess ----------------------------------------------------------
@@ -168,14 +174,19 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
     logs = cohort / "logs_batched"
     logs.mkdir(exist_ok=True)
     info = json.loads((cohort / "cohort.json").read_text())
-    result: dict = {"n_exams": n, "cohort": info}
+    saved = cohort / "bench.json"
+    result: dict = json.loads(saved.read_text()) if saved.exists() and not args.fresh else {}
+    result |= {"n_exams": n, "cohort": info}
 
     def step(name: str, *sm_args: str, config: Path = configfile) -> dict:
+        if name not in args.steps:
+            return result.get(name, {})
         log = logs / f"{name}.log"
         record = measure(snakemake(*sm_args, configfile=config), workdir, log, args.timeout)
         record["jobs"] = job_stats(log)
         record["ran"] = ran_rules(log)
         result[name] = record
+        saved.write_text(json.dumps(result, indent=2) + "\n")  # a killed run keeps its steps
         killed = " TIMEOUT" if record["timed_out"] else ""
         print(f"  {n} {name}: {record['wall_s']} s, {record['peak_rss_mb']} MB, "
               f"exit {record['exit']}{killed}, jobs {record['jobs'] or record['ran']}",
@@ -183,21 +194,28 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         return record
 
     print(f"size {n}: {info['n_images']} images, {info['n_rois']} ROIs", flush=True)
-    added = write_table(cohort, workdir, ADDED)
+    if "stages" in args.steps:
+        write_table(cohort, workdir, ADDED)
     step("stages", "--cores", str(CORES), "results/rois/rois.parquet")
     step("parse", "--list-rules")
     step("dryrun", "-n")
     step("dryrun_per_exam", "-n", config=per_exam_config)
     step("run", "--cores", str(CORES))
     step("noop", "--cores", str(CORES))
-    write_table(cohort, workdir, 0)
-    start = time.time()
-    add = step("add_10", "--cores", str(CORES))
-    add["added_exams"] = added
-    add["shards_written"] = shards_written_since(workdir, start)
+    if "add_10" in args.steps:
+        added = write_table(cohort, workdir, ADDED)
+        write_table(cohort, workdir, 0)
+        start = time.time()
+        add = step("add_10", "--cores", str(CORES))
+        add["added_exams"] = added
+        add["shards_written"] = shards_written_since(workdir, start)
     step("noop_after", "--cores", str(CORES))
+    if "recheck" in args.steps:
+        start = time.time()
+        recheck = step("recheck", "--cores", str(CORES), "--forcerun", "extract_patches")
+        recheck["shards_written"] = shards_written_since(workdir, start)
     result["shards"] = len(list((workdir / "results/patches").glob("*.h5")))
-    (cohort / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    saved.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -223,18 +241,21 @@ def table(results: list[dict]) -> str:
     lines = [
         "| exams | images | parse | dry run, batched (extraction jobs) "
         "| dry run, one job per exam (jobs) | full run | no-op rerun "
-        "| +10 exams: run (batches rerun, shards written) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| +10 exams: run (batches rerun, shards written) "
+        "| `-R extract_patches` (shards written) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         add = r.get("add_10", {})
+        recheck = r.get("recheck", {})
         lines.append(
             f"| {r['n_exams']:,} | {r['cohort']['n_images']:,} | {_cell(r.get('parse'))} "
             f"| {_cell(r.get('dryrun'))} ({_extract_jobs(r.get('dryrun')):,}) "
             f"| {_cell(r.get('dryrun_per_exam'))} ({_extract_jobs(r.get('dryrun_per_exam')):,}) "
             f"| {_cell(r.get('run'))} | {_cell(r.get('noop'))} "
             f"| {_cell(add)} ({add.get('ran', {}).get('extract_patches', 0)}, "
-            f"{add.get('shards_written', 0)}) |"
+            f"{add.get('shards_written', 0)}) "
+            f"| {_cell(recheck)} ({recheck.get('shards_written', 0)}) |"
         )
     return "\n".join(lines)
 
@@ -244,6 +265,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000, 50000])
     parser.add_argument("--timeout", type=float, default=3600, help="per step (s)")
     parser.add_argument("--fresh", action="store_true", help="start from empty working dirs")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     results = []

@@ -101,8 +101,8 @@ def stamps(folder: Path) -> dict[str, tuple[int, int]]:
 
 def run_batch(specs: dict[str, str], folder: Path, n_batches: int = 2) -> dict[str, int]:
     batch = batch_name(next(iter(specs)), n_batches)
-    record = folder / "batches" / f"{batch}.json"
-    return extract_batch(specs, SETTINGS, str(folder), str(record), n_batches)
+    record, table = (folder / "batches" / f"{batch}.{kind}" for kind in ("json", "parquet"))
+    return extract_batch(specs, SETTINGS, str(folder), str(record), str(table), n_batches)
 
 
 @pytest.fixture
@@ -126,6 +126,17 @@ def test_the_record_lists_every_shard_of_the_batch(batch):
         assert attrs["spec_hash"] == record["exams"][acc]["spec_hash"]
 
 
+def test_the_table_holds_every_patch_of_the_batch_shards(batch):
+    specs, folder = batch
+    table = pd.read_parquet(folder / "batches/b0.parquet")
+    for acc in specs:
+        shard = str(folder / f"{acc}.h5")
+        rows = table[table["shard"] == shard].drop(columns="shard").reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, read_shard_tables(shard).info, check_dtype=False)
+    assert len(table) == sum(read_shard_tables(folder / f"{acc}.h5").attrs["n_patches"]
+                             for acc in specs)  # fmt: skip
+
+
 def test_a_rerun_keeps_every_current_shard(batch):
     specs, folder = batch
     before = stamps(folder)
@@ -142,6 +153,11 @@ def test_only_the_changed_exam_is_rewritten(batch, flat_images):
     after = stamps(folder)
     assert {acc for acc in specs if after[acc] != before[acc]} == {changed}
     assert read_shard_tables(folder / f"{changed}.h5").attrs["n_patches"] == 2
+    # The table is whole again: the kept shards' rows too, read back from them.
+    table = pd.read_parquet(folder / "batches/b0.parquet")
+    assert table.groupby("shard").size().to_dict() == {
+        str(folder / f"{acc}.h5"): 2 if acc == changed else 1 for acc in specs
+    }
 
 
 def test_an_image_newer_than_its_shard_rewrites_that_shard(batch):
@@ -173,6 +189,7 @@ def test_a_failing_exam_fails_the_batch_after_the_others_are_written(flat_images
         run_batch(specs, tmp_path)
     assert set(stamps(tmp_path)) == {good}
     assert not (tmp_path / "batches/b0.json").exists()
+    assert not (tmp_path / "batches/b0.parquet").exists()
 
 
 def test_an_exam_of_another_batch_is_refused(flat_images, tmp_path):
@@ -183,5 +200,6 @@ def test_an_exam_of_another_batch_is_refused(flat_images, tmp_path):
             SETTINGS,
             str(tmp_path),
             str(tmp_path / "b0.json"),
+            str(tmp_path / "b0.parquet"),
             2,
         )

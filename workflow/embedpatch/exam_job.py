@@ -12,6 +12,7 @@ from pathlib import Path
 
 from embedpatch.batches import batch_name
 from embedpatch.extract import ExamSpec, PatchSettings, extract_exam
+from embedpatch.manifest import read_shards
 from embedpatch.shards import complete_shard_attrs, write_shard
 from embedpatch.tables import atomic_output
 
@@ -92,17 +93,22 @@ def extract_batch(
     settings_json: str,
     shard_dir: str,
     record_path: str,
+    table_path: str,
     n_batches: int,
     dicom_root: str | None = None,
 ) -> dict[str, int]:
-    """Bring the shard of every exam of one batch up to date, then write its record.
+    """Bring the shard of every exam of one batch up to date, then write its record and
+    its table.
 
     `specs`: acc_anon -> specification, all in the batch `record_path` is named after.
     Shards already current are kept as they are; shards of exams that left the batch
     are deleted. An exam that fails is logged and the others go on; the batch then
     raises BatchError without writing its record (its job fails, and a rerun
     recomputes only what is still missing). The record (JSON) lists the batch's
-    shards with their specification hashes.
+    shards with their specification hashes, and the images extraction refused
+    (`rejections`); the table (Parquet) holds every patch's info row with its `shard`,
+    read back from the complete shards, so that the manifest is built from one table
+    per batch rather than from every shard.
     """
     batch = Path(record_path).stem
     directory = Path(shard_dir)
@@ -126,8 +132,16 @@ def extract_batch(
     log.info("batch %s: %s, %d departed shards removed", batch, counts, len(removed))
     if counts["failed"]:
         raise BatchError(f"{counts['failed']} of {len(specs)} exams of batch {batch} failed")
-    record = {"batch": batch, "config_hash": sha256(settings_json), "exams": shards}
+    patches, rejections = read_shards([shards[acc]["shard"] for acc in sorted(shards)])
+    record = {
+        "batch": batch,
+        "config_hash": sha256(settings_json),
+        "exams": shards,
+        "rejections": json.loads(rejections.to_json(orient="records")),
+    }
     Path(record_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(table_path) as temporary:
+        patches.to_parquet(temporary, index=False)
     with atomic_output(record_path) as temporary:
         temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return counts | {"removed": len(removed)}

@@ -26,10 +26,36 @@ log = logging.getLogger(__name__)
 CLINICAL_PREFIX = "clin_"
 
 
-def _shard_rows(shard: Path, results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    info, rejections, _ = read_shard_tables(shard)
-    info.insert(0, "shard", shard.relative_to(results).as_posix())
-    return info, rejections
+def read_shards(shard_paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The info rows of these shards, in the order given, each with its `shard` path as
+    given, and the shards' rejections (a table without columns when there is no shard)."""
+    parts = []
+    for path in shard_paths:
+        info, rejections, _ = read_shard_tables(path)
+        info.insert(0, "shard", str(path))
+        parts.append((info, rejections))
+    if not parts:  # an empty table with the columns and types of one
+        parts = [(typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS), pd.DataFrame())]
+    return (
+        pd.concat([info for info, _ in parts], ignore_index=True),
+        pd.concat([rejected for _, rejected in parts], ignore_index=True),
+    )
+
+
+def _relative_shards(manifest: pd.DataFrame, results: str) -> pd.DataFrame:
+    """`shard` made relative to the results folder, rows sorted by (shard, index)."""
+    relative = {
+        path: Path(path).relative_to(results).as_posix() for path in manifest["shard"].unique()
+    }
+    manifest["shard"] = manifest["shard"].map(relative)
+    return manifest.sort_values(["shard", "index"], kind="stable", ignore_index=True)
+
+
+def _with_clinical_labels(manifest: pd.DataFrame, filtered_path: str) -> pd.DataFrame:
+    labels = _clinical_labels(filtered_path)
+    if labels is None:
+        return manifest
+    return manifest.merge(labels, on="anon_dicom_path", how="left", validate="many_to_one")
 
 
 def _clinical_labels(filtered_path: str) -> pd.DataFrame | None:
@@ -48,16 +74,9 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest (one row per patch, `shard` relative to `results`) and the extraction
     rejections of all shards (a table without columns when there is no shard)."""
-    results_dir = Path(results)
-    parts = [_shard_rows(Path(path), results_dir) for path in sorted(shard_paths)]
-    if not parts:  # no exam had work: an empty manifest with the columns and types of one
-        parts = [(typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS), pd.DataFrame())]
-    manifest = pd.concat([info for info, _ in parts], ignore_index=True)
-    rejections = pd.concat([rejected for _, rejected in parts], ignore_index=True)
-    labels = _clinical_labels(filtered_path)
-    if labels is not None:
-        manifest = manifest.merge(labels, on="anon_dicom_path", how="left", validate="many_to_one")
-    return manifest, rejections
+    manifest, rejections = read_shards(sorted(shard_paths))
+    manifest = _relative_shards(manifest, results)
+    return _with_clinical_labels(manifest, filtered_path), rejections
 
 
 def all_rejections(validation: pd.DataFrame, extraction: pd.DataFrame) -> pd.DataFrame:
@@ -86,17 +105,28 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> 
     }
 
 
-def shards_in_records(record_paths: Sequence[str]) -> list[str]:
-    """The shard paths the extraction batches' records list, sorted."""
-    shards = []
+def _batch_rejections(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """The extraction rejections the batch records list (a table without columns when
+    there is none), and their number of shards."""
+    rejections, n_shards = [], 0
     for path in record_paths:
-        exams = json.loads(Path(path).read_text())["exams"]
-        shards.extend(entry["shard"] for entry in exams.values())
-    return sorted(shards)
+        record = json.loads(Path(path).read_text())
+        rejections.extend(record["rejections"])
+        n_shards += len(record["exams"])
+    return pd.DataFrame(rejections), n_shards
+
+
+def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
+    """The batches' tables of patches as one, an empty one of the right columns if none."""
+    tables = [pd.read_parquet(path) for path in table_paths]
+    if not tables:
+        return typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS)
+    return pd.concat(tables, ignore_index=True)
 
 
 def collect_patches(
     record_paths: Sequence[str],
+    table_paths: Sequence[str],
     filtered_path: str,
     validation_rejected_path: str,
     manifest_path: str,
@@ -105,16 +135,18 @@ def collect_patches(
     summary_path: str,
 ) -> dict:
     """Write the manifest, the combined rejection tables and the patch summary, from the
-    shards the batch records (embedpatch.exam_job.extract_batch) list.
+    extraction batches' records and tables (embedpatch.exam_job.extract_batch).
 
-    The manifest's folder is the results folder its `shard` paths are relative to.
+    The manifest's folder is the results folder its `shard` paths are made relative to;
+    its rows are sorted by (shard, index).
     """
     results = str(Path(manifest_path).parent)
-    shard_paths = shards_in_records(record_paths)
-    manifest, extraction = build_manifest(shard_paths, results, filtered_path)
+    manifest = _relative_shards(_batch_tables(table_paths), results)
+    manifest = _with_clinical_labels(manifest, filtered_path)
+    extraction, n_shards = _batch_rejections(record_paths)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)
-    summary = summarize(manifest, rejected, len(shard_paths))
+    summary = summarize(manifest, rejected, n_shards)
     with atomic_output(manifest_path) as temporary:
         manifest.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:

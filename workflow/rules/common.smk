@@ -52,8 +52,13 @@ def batch_specs(wildcards):
     return exam_batches()[wildcards.batch]
 
 
-def batch_records(wildcards):
-    return expand(f"{RESULTS}/patches/batches/{{batch}}.json", batch=exam_batches())
+def batch_outputs(wildcards):
+    """Every extraction batch's record and table, for the manifest."""
+    batches = exam_batches()
+    return {
+        "records": expand(rules.extract_patches.output.record, batch=batches),
+        "tables": expand(rules.extract_patches.output.table, batch=batches),
+    }
 
 
 def shard_dir(wildcards, output):

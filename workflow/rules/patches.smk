@@ -3,9 +3,10 @@
 # each job carries its exams' specifications (embedpatch.exam_spec) as a param, so only
 # batches whose specifications changed rerun, and inside them only missing or stale
 # shards are rewritten. The shards are not declared outputs (Snakemake would delete a
-# rerun batch's shards first); the batch's record lists them. The ROI table is an
-# ancient() input, so rewriting it alone reruns nothing. dicom_root is passed apart:
-# images whose real path leaves it are refused, never read.
+# rerun batch's shards first); the batch's record lists them, and its table holds their
+# patches' rows, from which the manifest is built without opening every shard. The ROI
+# table is an ancient() input, so rewriting it alone reruns nothing. dicom_root is
+# passed apart: images whose real path leaves it are refused, never read.
 
 
 rule extract_patches:
@@ -13,6 +14,7 @@ rule extract_patches:
         rois=ancient(f"{RESULTS}/rois/rois.parquet"),
     output:
         record=f"{RESULTS}/patches/batches/{{batch}}.json",
+        table=f"{RESULTS}/patches/batches/{{batch}}.parquet",
     log:
         f"{RESULTS}/logs/extract_patches/{{batch}}.log",
     wildcard_constraints:
@@ -33,7 +35,7 @@ rule extract_patches:
 
 rule collect_patches:
     input:
-        records=batch_records,
+        unpack(batch_outputs),
         filtered=f"{RESULTS}/metadata/filtered.parquet",
         validation_rejected=f"{RESULTS}/rois/validation_rejected.parquet",
     output:

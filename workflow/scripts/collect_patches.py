@@ -7,6 +7,7 @@ run_logged(
     snakemake.log[0],
     collect_patches,
     snakemake.input.records,
+    snakemake.input.tables,
     snakemake.input.filtered,
     snakemake.input.validation_rejected,
     snakemake.output.manifest,

@@ -10,6 +10,7 @@ run_logged(
     snakemake.params.settings,
     snakemake.params.shard_dir,
     snakemake.output.record,
+    snakemake.output.table,
     snakemake.params.n_batches,
     snakemake.params.dicom_root,
 )
