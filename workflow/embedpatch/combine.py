@@ -69,7 +69,7 @@ def _layout(manifest: pd.DataFrame, results: Path, folder: Path) -> h5py.Virtual
     Every shard is opened and closed before the first source is made: a VirtualSource
     holds an HDF5 dataspace until it is freed, and closing a file makes h5py scan every
     open HDF5 object, so keeping sources while opening shards is quadratic (22 s for
-    8,000 shards, a quarter of an hour for 50,000).
+    8,000 shards, over 12 minutes for 50,000).
     """
     shards = [
         (results / shard, *_patches_shape(results / shard, rows))

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 CLINICAL_PREFIX = "clin_"
 
 
+def _no_patches() -> pd.DataFrame:
+    """A manifest without rows, with the columns and types of one."""
+    return typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS)
+
+
 def read_shards(shard_paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The info rows of these shards, in the order given, each with its `shard` path as
     given, and the shards' rejections (a table without columns when there is no shard)."""
@@ -34,8 +39,8 @@ def read_shards(shard_paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]
         info, rejections, _ = read_shard_tables(path)
         info.insert(0, "shard", str(path))
         parts.append((info, rejections))
-    if not parts:  # an empty table with the columns and types of one
-        parts = [(typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS), pd.DataFrame())]
+    if not parts:
+        parts = [(_no_patches(), pd.DataFrame())]
     return (
         pd.concat([info for info, _ in parts], ignore_index=True),
         pd.concat([rejected for _, rejected in parts], ignore_index=True),
@@ -117,11 +122,9 @@ def _batch_rejections(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int]:
 
 
 def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
-    """The batches' tables of patches as one, an empty one of the right columns if none."""
+    """The batches' tables of patches as one."""
     tables = [pd.read_parquet(path) for path in table_paths]
-    if not tables:
-        return typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS)
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True) if tables else _no_patches()
 
 
 def collect_patches(
