@@ -22,7 +22,8 @@ rusage of that child: the maximum over it and the descendants it waited for):
 Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000 10000 50000] [--fresh]
        [--steps STEP ...] [--report-only]
 --steps runs only those steps (in the order above) on the working folder as the last
-run left it, and merges them into the size's saved results, e.g. `--steps recheck`.
+run left it, and merges them into the size's saved results, e.g. `--steps recheck`;
+each step expects the folder as the steps before it leave it.
 Results: bench/out/scale/<N>/bench.json, logs beside it; the table is printed.
 """
 
@@ -151,12 +152,19 @@ def write_config(cohort: Path, workdir: Path, batches: int | None = None) -> Pat
 
 
 def write_table(cohort: Path, workdir: Path, leave_out: int) -> list[str]:
-    """The cohort's table, less its last `leave_out` exams, as workdir/metadata.csv."""
+    """The cohort's table, less its last `leave_out` exams, as workdir/metadata.csv; the
+    exams it adds to the table that was there."""
+    path = workdir / "metadata.csv"
+    before = (
+        set(pd.read_csv(path, dtype=str, usecols=["acc_anon"])["acc_anon"])
+        if path.exists()
+        else set()
+    )
     table = pd.read_csv(cohort / "tables" / "metadata.csv", dtype=str, keep_default_na=False)
     exams = list(dict.fromkeys(table["acc_anon"]))
     left_out = exams[len(exams) - leave_out :] if leave_out else []
-    table[~table["acc_anon"].isin(left_out)].to_csv(workdir / "metadata.csv", index=False)
-    return left_out
+    table[~table["acc_anon"].isin(left_out)].to_csv(path, index=False)
+    return [exam for exam in exams if exam not in before and exam not in left_out]
 
 
 def shards_written_since(workdir: Path, since: float) -> int:
@@ -203,8 +211,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
     step("run", "--cores", str(CORES))
     step("noop", "--cores", str(CORES))
     if "add_10" in args.steps:
-        added = write_table(cohort, workdir, ADDED)
-        write_table(cohort, workdir, 0)
+        added = write_table(cohort, workdir, 0)
         start = time.time()
         add = step("add_10", "--cores", str(CORES))
         add["added_exams"] = added
