@@ -23,12 +23,16 @@ $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu run: apt-get install python3-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+# The package itself is installed editable: the pipeline, the tests and your own code use
+# the checkout's embedpatch.
+$(VENV)/.run-deps: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.dev-deps: requirements-dev.txt requirements.txt | $(BIN)/python
+$(VENV)/.dev-deps: requirements-dev.txt requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.run-deps
 
 clean:

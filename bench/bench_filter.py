@@ -223,9 +223,8 @@ VARIANTS = {
 
 def run_measured(code: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of `code` run by a fresh Python process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+        started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", code])
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)

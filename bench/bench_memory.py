@@ -31,7 +31,6 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "workflow")]
 
 from bench_read import (  # noqa: E402
     image_dataset,
@@ -134,9 +133,8 @@ def run_job(spec: dict, settings: str) -> dict:
     """Baseline and peak VmHWM (MB) and patch count of one job in a fresh process."""
     shard = OUT / "shard.h5"
     code = RUNNER.format(spec=json.dumps(spec), settings=settings, shard=str(shard))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+        result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     if result.returncode:
         raise RuntimeError(f"extraction job failed:\n{result.stderr}")

@@ -172,9 +172,8 @@ def run_measured(task: str, path: Path, repeats: int) -> tuple[float, float]:
     """Best warm wall seconds of `task` and peak RSS (MB) of a fresh Python process."""
     body = "\n".join("    " + line for line in TASKS[task].format(path=str(path)).splitlines())
     code = RUNNER.format(setup=SETUP, body=body, repeats=repeats)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+        result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     if result.returncode:
         raise RuntimeError(f"benchmark task {task} on {path.name} failed:\n{result.stderr}")

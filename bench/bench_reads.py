@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,7 +32,6 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "workflow")]
 
 from bench_shards import SIZE, exam_of, phantom_patches  # noqa: E402
 from embedpatch.combine import combine_shards, open_combined  # noqa: E402

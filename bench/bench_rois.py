@@ -47,7 +47,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "workflow")]
 
 from bench_filter import OUT as BENCH_OUT  # noqa: E402
 from bench_filter import cached_csv, make_metadata  # noqa: E402
@@ -495,10 +494,9 @@ report(rows=len(table), roi_rows=roi_rows, parse_errors=failures[0], read_s=t1 -
 
 def run_child(code: str, show_output: bool = False) -> tuple[float, dict]:
     """Wall seconds of a fresh Python process running PRELUDE + code, and its report."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    started = time.perf_counter()
+        started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", PRELUDE + code], env=env, capture_output=True, text=True
+        [sys.executable, "-c", PRELUDE + code], capture_output=True, text=True
     )
     wall = time.perf_counter() - started
     if done.returncode:

@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,8 +44,6 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "workflow"))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from embedpatch.demo import SOURCE_PREFIX  # noqa: E402
 from make_large_cohort import OUT, make_cohort  # noqa: E402

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "workflow"))
 
 from embedpatch.demo import SOURCE_PREFIX, phantom  # noqa: E402
 from embedpatch.demo.dicom_writer import (  # noqa: E402

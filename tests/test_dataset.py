@@ -25,7 +25,6 @@ from embedpatch.manifest import build_manifest
 from embedpatch.shards import ExamPatches, read_shard, read_shard_tables, write_shard
 from embedpatch.splits import DEFAULT_FRACTIONS, write_splits
 
-WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
 SIZE = 16
 IMAGES = [  # FinalImageType, ImageLateralityFinal, ViewPosition, frames
     ("2D", "L", "CC", [-1]),
@@ -284,9 +283,8 @@ def test_module_and_dataset_work_without_torch(results):
         f"dataset = PatchDataset({str(results)!r}, split='train')\n"
         "print(len(dataset), dataset[0][0].shape)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(WORKFLOW)}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[1:] == [f"({SIZE},", f"{SIZE})"]

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "workflow" / "rules"
-PACKAGE_DIR = ROOT / "workflow" / "embedpatch"
+PACKAGE_DIR = ROOT / "workflow" / "scripts" / "embedpatch"
 
 # Import name -> distribution name, where they differ.
 DISTRIBUTION_OF = {

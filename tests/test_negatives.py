@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -23,7 +22,6 @@ from embedpatch.negatives import (
 )
 
 QUICK = settings(max_examples=150, deadline=None)
-WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
 
 
 def overlap(a, b) -> int:
@@ -154,7 +152,7 @@ def test_generator_does_not_depend_on_the_process_hash_seed():
     )
     outputs = set()
     for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONPATH": str(WORKFLOW), "PYTHONHASHSEED": hash_seed}
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         result = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )

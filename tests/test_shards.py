@@ -33,7 +33,6 @@ from embedpatch.shards import (
 )
 
 TESTS = Path(__file__).resolve().parent
-WORKFLOW = TESTS.parent / "workflow"
 ATTRS = {"config_hash": "0123abcd", "config": {"patches": {"size": 32, "padding": ["tissue"]}}}
 
 
@@ -174,8 +173,6 @@ def test_attributes_must_be_complete_and_not_clash(tmp_path, attrs):
 
 
 WRITER = """
-import sys
-sys.path[:0] = [{tests!r}, {workflow!r}]
 from test_shards import ATTRS, make_exam
 from embedpatch.shards import write_shard
 write_shard({path!r}, make_exam(600, size=256, seed=1), ATTRS, "gzip")
@@ -185,8 +182,8 @@ write_shard({path!r}, make_exam(600, size=256, seed=1), ATTRS, "gzip")
 def kill_mid_write(path: Path) -> Path:
     """Start a process writing a large shard to `path`, SIGKILL it once its temporary file
     has grown past 1 MB, and return that temporary file."""
-    code = WRITER.format(tests=str(TESTS), workflow=str(WORKFLOW), path=str(path))
-    writer = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    code = WRITER.format(path=str(path))
+    writer = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, cwd=TESTS)
     temporary = path.with_name(f".{path.name}.{writer.pid}.tmp")
     deadline = time.monotonic() + 60
     while not (temporary.exists() and temporary.stat().st_size > 1 << 20):

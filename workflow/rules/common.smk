@@ -1,16 +1,9 @@
 import os
 import sys
 
-# The library package lives in workflow/; rule scripts (run by their own Python,
-# perhaps in a conda env) find it through PYTHONPATH.
-WORKFLOW_DIR = os.path.join(workflow.basedir, "workflow")
-sys.path.insert(0, WORKFLOW_DIR)
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        filter(None, [WORKFLOW_DIR, os.environ.get("PYTHONPATH")])
-    )
-)
-
+# The library, embedpatch, is installed in the environment running Snakemake (make run:
+# pip install -e .). Rule scripts import it from their own folder, workflow/scripts/,
+# which Snakemake appends to a local script's module search path in every deployment mode.
 from embedpatch.config import (
     ConfigError,
     extraction_settings,

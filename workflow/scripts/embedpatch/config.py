@@ -14,7 +14,7 @@ import yaml
 
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
