@@ -223,7 +223,7 @@ VARIANTS = {
 
 def run_measured(code: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of `code` run by a fresh Python process."""
-        started = time.perf_counter()
+    started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", code])
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +132,7 @@ def run_job(spec: dict, settings: str) -> dict:
     """Baseline and peak VmHWM (MB) and patch count of one job in a fresh process."""
     shard = OUT / "shard.h5"
     code = RUNNER.format(spec=json.dumps(spec), settings=settings, shard=str(shard))
-        result = subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     if result.returncode:

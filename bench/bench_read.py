@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -172,7 +171,7 @@ def run_measured(task: str, path: Path, repeats: int) -> tuple[float, float]:
     """Best warm wall seconds of `task` and peak RSS (MB) of a fresh Python process."""
     body = "\n".join("    " + line for line in TASKS[task].format(path=str(path)).splitlines())
     code = RUNNER.format(setup=SETUP, body=body, repeats=repeats)
-        result = subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     if result.returncode:

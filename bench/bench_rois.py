@@ -494,10 +494,8 @@ report(rows=len(table), roi_rows=roi_rows, parse_errors=failures[0], read_s=t1 -
 
 def run_child(code: str, show_output: bool = False) -> tuple[float, dict]:
     """Wall seconds of a fresh Python process running PRELUDE + code, and its report."""
-        started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", PRELUDE + code], capture_output=True, text=True
-    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PRELUDE + code], capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         sys.stderr.write(done.stdout + done.stderr)
