@@ -10,7 +10,6 @@ import pytest
 from embedpatch import tables
 from embedpatch.tables import (
     TableError,
-    atomic_output,
     column_names,
     open_batches,
     read_table,
@@ -135,29 +134,3 @@ def test_header_only_csv_has_a_schema_and_no_rows(tmp_path):
     schema, batches = open_batches(path)
     assert schema.types == [pa.int64(), pa.string()]
     assert sum(batch.num_rows for batch in batches) == 0
-
-
-def test_atomic_output_replaces_only_on_success(tmp_path):
-    target = tmp_path / "out.json"
-    with atomic_output(target) as temporary:
-        temporary.write_text("new")
-        assert not target.exists()
-    assert target.read_text() == "new"
-    with pytest.raises(RuntimeError), atomic_output(target) as temporary:
-        temporary.write_text("half")
-        raise RuntimeError
-    assert target.read_text() == "new"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
-
-
-def test_atomic_output_clears_what_a_killed_writer_left(tmp_path):
-    target = tmp_path / "exam.h5"
-    left_behind = tmp_path / ".exam.h5.4242.tmp"
-    left_behind.write_text("half a shard")
-    other = tmp_path / ".other.h5.4242.tmp"
-    other.write_text("another file's temporary")
-    with atomic_output(target) as temporary:
-        temporary.write_text("whole")
-    assert not left_behind.exists()
-    assert other.exists()
-    assert target.read_text() == "whole"

@@ -34,8 +34,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from embedpatch.atomic import atomic_output
 from embedpatch.shards import _column_data, _open
-from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
 

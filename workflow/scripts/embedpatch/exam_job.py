@@ -10,11 +10,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from embedpatch.atomic import atomic_output
 from embedpatch.batches import batch_name
 from embedpatch.extract import ExamSpec, PatchSettings, extract_exam
 from embedpatch.manifest import read_shards
 from embedpatch.shards import complete_shard_attrs, write_shard
-from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
 

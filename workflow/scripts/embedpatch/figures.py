@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from embedpatch.atomic import atomic_output
 from embedpatch.dicom_io import ImageHeader, ImageReader, invert_monochrome1, read_header
 from embedpatch.extract import IMAGE_TYPES
 from embedpatch.reasons import RoiReason, RoiWarning
@@ -39,7 +40,6 @@ from embedpatch.roi_table import ACCEPTED_COLUMNS
 from embedpatch.roi_validate import mirror_box_x
 from embedpatch.shards import INFO_COLUMNS
 from embedpatch.summary import FUNNEL_STAGES, read_columns
-from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
 

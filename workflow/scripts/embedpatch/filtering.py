@@ -14,7 +14,6 @@ Hologic in the config matches the first, GE the second).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -29,13 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedpatch.atomic import atomic_output, write_json
 from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
 from embedpatch.paths import inside_root, rewrite_paths
 from embedpatch.reasons import FilterReason
 from embedpatch.tables import (
     ROI_COUNT,
     TableError,
-    atomic_output,
     column_names,
     open_batches,
     require_columns,
@@ -403,8 +402,7 @@ def filter_metadata(
             tally.add(kept, dropped)
             log.debug("%d rows read", tally.rows_in)
     summary = _summary(tally, metadata, clinical, findings)
-    with atomic_output(summary_out) as summary_tmp:
-        summary_tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_out, summary)
     log.info(
         "%d rows in, %d kept, %d dropped %s in %.1f s",
         summary["rows_in"],

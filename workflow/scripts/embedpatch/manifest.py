@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from embedpatch.atomic import atomic_output, write_json
 from embedpatch.shards import INFO_COLUMNS, INFO_INT_COLUMNS, read_shard_tables, typed_table
-from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ def collect_patches(
         rejected.to_parquet(temporary, index=False)
     with atomic_output(rejected_csv_path) as temporary:
         rejected.to_csv(temporary, index=False)
-    with atomic_output(summary_path) as temporary:
-        temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     log.info("collected %s", json.dumps(summary))
     return summary

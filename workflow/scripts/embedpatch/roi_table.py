@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow.parquet as pq
 
+from embedpatch.atomic import atomic_output, write_json
 from embedpatch.dicom_io import (
     ImageError,
     ImageHeader,
@@ -40,7 +41,7 @@ from embedpatch.roi_validate import (
     mirror_box_x,
     validate_image_rois,
 )
-from embedpatch.tables import TableError, atomic_output
+from embedpatch.tables import TableError
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,6 @@ def run_roi_stage(
         tables.accepted.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:
         tables.rejected.to_parquet(temporary, index=False)
-    with atomic_output(summary_path) as temporary:
-        temporary.write_text(json.dumps(tables.summary, indent=2) + "\n")
+    write_json(summary_path, tables.summary)
     log.info("ROI accounting: %s", json.dumps(tables.summary))
     return tables.summary

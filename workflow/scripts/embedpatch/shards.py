@@ -12,7 +12,7 @@ Layout (SCHEMA_VERSION 1):
   n_negative_patches, n_rejected_images, and last "complete" = True.
 No timestamps anywhere (track_times=False): the same exam gives a byte-identical
 file. The file is written under a temporary name beside the final one and moved
-into place only once closed (`tables.atomic_output`), so a reader never sees half a
+into place only once closed (`atomic.atomic_output`), so a reader never sees half a
 shard; `shard_is_complete`, `read_shard` and `read_shard_tables` (no patches read)
 also refuse truncated or unfinished files.
 Files are opened with HDF5 file locking off: a shard is never modified after the
@@ -35,7 +35,7 @@ import hdf5plugin  # registers the Blosc and Bitshuffle filters for readers and 
 import numpy as np
 import pandas as pd
 
-from embedpatch.tables import atomic_output
+from embedpatch.atomic import atomic_output
 
 SCHEMA_VERSION = 1
 _BLOSC = hdf5plugin.Blosc

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedpatch.tables import atomic_output
+from embedpatch.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from embedpatch.atomic import write_json
 from embedpatch.extract import IMAGE_TYPES
-from embedpatch.tables import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,6 @@ def build_summary(
 def write_summary(summary_path: str, **paths: str) -> dict[str, Any]:
     """Write build_summary(**paths) as JSON to `summary_path`."""
     summary = build_summary(**paths)
-    with atomic_output(summary_path) as temporary:
-        temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     log.info("funnel %s", json.dumps(summary["funnel"]))
     return summary

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
 import io
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -212,20 +210,3 @@ def _to_float64(column: pa.Array, name: str, source: str) -> pa.Array:
         return column.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise TableError(f"{source}: column '{name}' is not numeric ({error})") from None
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path`, moved onto `path` only if the block succeeds.
-
-    Temporaries a killed writer of the same file left behind are removed first.
-    """
-    final = Path(path)
-    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        temporary.replace(final)
-    finally:
-        temporary.unlink(missing_ok=True)
