@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embedpatch.dicom_io import ImageReader
+from embedpatch.dicom import ImageReader
 from embedpatch.flip_check import tissue_view_mask
 from embedpatch.negatives import (
     MAX_IOU,
     MIN_TISSUE,
     negative_rng,
     negative_windows,
-    window_around,
 )
 
 QUICK = settings(max_examples=150, deadline=None)
@@ -96,22 +95,6 @@ def test_windows_are_inside_on_tissue_apart_and_away_from_the_boxes(scene):
 @given(scenes(), st.integers(0, 2**32 - 1))
 def test_same_seed_and_path_give_the_same_windows(scene, seed):
     assert windows_of(scene, seed, "x/y.dcm") == windows_of(scene, seed, "x/y.dcm")
-
-
-@QUICK
-@given(
-    st.integers(0, 200),
-    st.integers(0, 200),
-    st.integers(1, 150),
-    st.integers(1, 150),
-    st.integers(1, 100),
-)
-def test_window_around_contains_the_pixel_and_stays_inside(y, x, rows, columns, size):
-    y, x = min(y, rows - 1), min(x, columns - 1)
-    y0, x0 = window_around(y, x, rows, columns, size)
-    for start, pixel, extent in ((y0, y, rows), (x0, x, columns)):
-        assert start <= pixel < start + size
-        assert 0 <= start <= max(extent - size, 0)
 
 
 def test_all_tissue_image_gives_every_window_asked_for():

@@ -1,4 +1,4 @@
-"""Tests of ROI validation against the image's real size, and of the box geometry."""
+"""Tests of ROI validation against the image's real size (box geometry: test_geometry)."""
 
 import math
 from dataclasses import replace
@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from box_strategies import any_box, good_boxes, sides, value
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_validate import (
     AcceptedRoi,
@@ -15,10 +16,6 @@ from embedpatch.roi_validate import (
     RoiPolicy,
     RoiRejection,
     RoiRow,
-    box_area,
-    clip_box,
-    iou,
-    mirror_box_x,
     validate_image_rois,
 )
 
@@ -209,62 +206,6 @@ def test_result_refuses_broken_accounting():
 def test_bad_settings_raise(make):
     with pytest.raises(ValueError):
         make()
-
-
-def test_geometry_examples():
-    assert iou((0, 0, 10, 10), (0, 5, 10, 15)) == pytest.approx(1 / 3)
-    assert iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
-    assert clip_box((-5, 70, 20, 90), 100, 80) == (0, 70, 20, 80)
-    assert clip_box((0, 80, 10, 90), 100, 80) is None
-    assert mirror_box_x((1, 10, 5, 30), 100) == (1, 70, 5, 90)
-
-
-# --- properties ---------------------------------------------------------------------
-
-value = st.integers(-40, 140)
-any_box = st.tuples(value, value, value, value)
-sides = st.integers(1, 120)
-
-
-@st.composite
-def good_boxes(draw):
-    """Non-empty boxes (ymin < ymax, xmin < xmax), possibly outside an image."""
-    y0, y1 = sorted(draw(st.lists(value, min_size=2, max_size=2, unique=True)))
-    x0, x1 = sorted(draw(st.lists(value, min_size=2, max_size=2, unique=True)))
-    return (y0, x0, y1, x1)
-
-
-@QUICK
-@given(any_box, sides, sides)
-def test_clip_box_stays_inside_and_keeps_the_intersection(box, rows, columns):
-    clipped = clip_box(box, rows, columns)
-    overlap = box_area(box) and iou(box, (0, 0, rows, columns)) > 0
-    if not overlap:
-        assert clipped is None
-        return
-    ymin, xmin, ymax, xmax = clipped
-    assert 0 <= ymin < ymax <= rows
-    assert 0 <= xmin < xmax <= columns
-    assert box_area(clipped) == round(iou(box, clipped) * box_area(box))
-    assert clip_box(clipped, rows, columns) == clipped
-
-
-@QUICK
-@given(good_boxes(), any_box)
-def test_iou_symmetric_and_bounded(a, b):
-    assert iou(a, b) == iou(b, a)
-    assert 0.0 <= iou(a, b) <= 1.0
-    assert iou(a, a) == 1.0
-
-
-@QUICK
-@given(any_box, sides)
-def test_mirror_twice_is_identity(box, columns):
-    mirrored = mirror_box_x(box, columns)
-    assert mirror_box_x(mirrored, columns) == box
-    assert box_area(mirrored) == box_area(box)
-    if clip_box(box, 200, columns) == box:  # inside the image: so is its mirror
-        assert clip_box(mirrored, 200, columns) == mirrored
 
 
 def _serialize(rows, tuples):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from embedpatch.batches import group_into_batches
-from embedpatch.roi_validate import mirror_box_x
+from embedpatch.geometry import mirror_box_x
 
 IDENTITY = ["acc_anon", "empi_anon"]
 IMAGE_FIELDS = [

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from embedpatch.dicom_io import (
+from embedpatch.dicom import (
     ImageError,
     ImageHeader,
     ImageReader,
@@ -45,15 +45,10 @@ from embedpatch.dicom_io import (
     window_to_uint8,
 )
 from embedpatch.flip_check import tissue_view_mask
-from embedpatch.negatives import (
-    DOWNSAMPLE,
-    negative_rng,
-    negative_windows,
-    window_box,
-)
+from embedpatch.geometry import Box, window_box
+from embedpatch.negatives import DOWNSAMPLE, negative_rng, negative_windows
 from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement
 from embedpatch.reasons import RoiReason
-from embedpatch.roi_parse import Box
 from embedpatch.roi_table import REJECTED_COLUMNS
 from embedpatch.roi_validate import WHOLE_ROW
 from embedpatch.shards import (

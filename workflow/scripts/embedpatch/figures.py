@@ -33,11 +33,11 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from embedpatch.atomic import atomic_output
-from embedpatch.dicom_io import ImageHeader, ImageReader, invert_monochrome1, read_header
+from embedpatch.dicom import ImageHeader, ImageReader, invert_monochrome1, read_header
 from embedpatch.extract import IMAGE_TYPES
+from embedpatch.geometry import mirror_box_x
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_table import ACCEPTED_COLUMNS
-from embedpatch.roi_validate import mirror_box_x
 from embedpatch.shards import INFO_COLUMNS
 from embedpatch.summary import FUNNEL_STAGES, read_columns
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedpatch.dicom_io import ImageReader, invert_monochrome1
-from embedpatch.roi_parse import Box
-from embedpatch.roi_validate import mirror_box_x
+from embedpatch.dicom import ImageReader, invert_monochrome1
+from embedpatch.geometry import Box, mirror_box_x
 
 # A pixel is tissue when brighter than this fraction of the way from the image's
 # 1st to its 99th percentile: mammogram backgrounds sit near the bottom of that range.

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedpatch.flip_check import tissue_fraction
-from embedpatch.roi_parse import Box
-from embedpatch.roi_validate import iou
+from embedpatch.geometry import Box, grow_box, iou, touches_any, window_around, window_box
 
 DOWNSAMPLE = 8  # factor of the view the tissue mask is computed on
 ATTEMPTS_PER_WINDOW = 200
@@ -30,32 +29,6 @@ MAX_IOU = 0.25  # windows of one image overlap each other less than this
 def negative_rng(seed: int, anon_dicom_path: str) -> np.random.Generator:
     """The generator of one image's negative windows: same seed and path, same windows."""
     return np.random.default_rng([seed, zlib.crc32(anon_dicom_path.encode())])
-
-
-def window_box(y0: int, x0: int, size: int) -> Box:
-    """The box (ymin, xmin, ymax, xmax) of the size x size window at (y0, x0)."""
-    return y0, x0, y0 + size, x0 + size
-
-
-def _start(pixel: int, extent: int, size: int) -> int:
-    return max(0, min(pixel - size // 2, extent - size))
-
-
-def window_around(y: int, x: int, rows: int, columns: int, size: int) -> tuple[int, int]:
-    """Top-left of the size x size window whose centre (y0 + size // 2, x0 + size // 2) is
-    pixel (y, x), moved inside the image (at 0 along a dimension smaller than `size`)."""
-    return _start(y, rows, size), _start(x, columns, size)
-
-
-def grown(box: Box, margin: int) -> Box:
-    """`box` grown by `margin` pixels on every side."""
-    ymin, xmin, ymax, xmax = box
-    return ymin - margin, xmin - margin, ymax + margin, xmax + margin
-
-
-def touches_any(window: Box, boxes: Sequence[Box]) -> bool:
-    """Whether `window` shares at least one pixel with any of `boxes`."""
-    return any(iou(window, box) > 0 for box in boxes)
 
 
 def _centre_on_tissue(window: Box, mask: np.ndarray, factor: int, rows: int, columns: int) -> bool:
@@ -92,7 +65,7 @@ def negative_windows(
     at most `attempts` * `count` candidates are tried.
     """
     cells = np.flatnonzero(mask)
-    blocked = [grown(box, margin) for box in avoid]
+    blocked = [grow_box(box, margin) for box in avoid]
     taken: list[Box] = []
     for _ in range(attempts * count if len(cells) else 0):
         if len(taken) == count:

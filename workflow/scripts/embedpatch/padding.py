@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedpatch.roi_parse import Box
+from embedpatch.geometry import Box, fit_start
 
 RegionReader = Callable[[int, int, int, int], np.ndarray]
 """(y0, y1, x0, x1) -> image pixels [y0:y1, x0:x1]; called only with a window inside the image."""
@@ -37,7 +37,7 @@ class Placement:
 
 def _window_start(centre: int, extent: int, size: int) -> int:
     """Start of the doc's `size` window ending at centre + size // 2, moved inside [0, extent)."""
-    return max(0, min(centre + size // 2 - size, extent - size))
+    return fit_start(centre + size // 2 - size, extent, size)
 
 
 def tissue_window(box: Box, rows: int, columns: int, size: int) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from typing import Generic, TypeVar
 
 import pandas as pd
 
+from embedpatch.geometry import Box
 from embedpatch.reasons import RoiReason
 
 MAX_TEXT_CHARS = 10_000
@@ -44,7 +45,6 @@ _CLOSER = {"[": "]", "(": ")"}
 _PUNCT = frozenset("[](),")
 _END = ""
 
-Box = tuple[int, int, int, int]
 T = TypeVar("T")
 
 

@@ -21,13 +21,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from embedpatch.atomic import atomic_output, write_json
-from embedpatch.dicom_io import (
+from embedpatch.dicom import (
     ImageError,
     ImageHeader,
     ImageReader,
     read_header,
 )
 from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_view_mask
+from embedpatch.geometry import mirror_box_x
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_parse import parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
@@ -38,7 +39,6 @@ from embedpatch.roi_validate import (
     RoiPolicy,
     RoiRejection,
     RoiRow,
-    mirror_box_x,
     validate_image_rois,
 )
 from embedpatch.tables import TableError

@@ -37,9 +37,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from embedpatch.geometry import Box, clip_box, iou
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_parse import (
-    Box,
     Parsed,
     Rejected,
     parse_coords,
@@ -151,32 +151,6 @@ class ImageRoiResult:
     def whole_row_rejection(self) -> RoiRejection | None:
         """The row's rejection when the whole row was refused."""
         return next((rej for rej in self.rejected if rej.roi_index == WHOLE_ROW), None)
-
-
-def box_area(box: Box) -> int:
-    """Number of pixels of a box (0 when empty or inverted)."""
-    ymin, xmin, ymax, xmax = box
-    return max(0, ymax - ymin) * max(0, xmax - xmin)
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes, in [0, 1]; 0 when both are empty."""
-    inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union else 0.0
-
-
-def clip_box(box: Box, rows: int, columns: int) -> Box | None:
-    """The part of `box` inside a rows x columns image; None when no pixel is inside."""
-    ymin, xmin, ymax, xmax = box
-    clipped = (max(ymin, 0), max(xmin, 0), min(ymax, rows), min(xmax, columns))
-    return clipped if box_area(clipped) else None
-
-
-def mirror_box_x(box: Box, columns: int) -> Box:
-    """The box mirrored left-right in an image `columns` wide (x -> columns - x)."""
-    ymin, xmin, ymax, xmax = box
-    return (ymin, columns - xmax, ymax, columns - xmin)
 
 
 def validate_image_rois(
