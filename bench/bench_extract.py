@@ -26,7 +26,7 @@ from pydicom.uid import UID
 from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
-from embedpatch.dicom_io import read_header
+from embedpatch.dicom import read_header
 from embedpatch.exam_spec import load_exam_specs
 from embedpatch.extract import ExamSpec, ImageSpec, PatchSettings, extract_exam
 from embedpatch.filtering import filter_metadata

@@ -126,7 +126,7 @@ SLICE = f"{ROI_Y}:{ROI_Y + PATCH}, {ROI_X}:{ROI_X + PATCH}"
 SETUP = """
 from pathlib import Path
 import pydicom, pydicom.pixels
-from embedpatch.dicom_io import ImageReader, read_downsampled
+from embedpatch.dicom import ImageReader
 """
 TASKS = {
     "ours": (
@@ -141,7 +141,7 @@ TASKS = {
         f"frames = pydicom.pixels.iter_pixels({{path!r}}, indices={FRAMES})\n"
         f"[frame[{SLICE}].copy() for frame in frames]"
     ),
-    "qc_view": "read_downsampled({path!r}, 32, 8)",
+    "qc_view": "ImageReader({path!r}).downsampled(32, 8)",
     "frame": "with ImageReader({path!r}) as reader:\n    reader.frame(0)",
     "read_bytes": "Path({path!r}).read_bytes()",
     "dcmread": "pydicom.dcmread({path!r}).pixel_array",
@@ -189,8 +189,8 @@ VARIANTS = [
     ("DBT J2K: ours, ImageReader.region", "ours", "dbt_j2k", 5),
     ("DBT J2K: pydicom iter_pixels(indices)", "iter_pixels", "dbt_j2k", 2),
     ("DBT J2K: doc, pixel_array(volume)", "doc", "dbt_j2k", 2),
-    ("DBT raw: ours, read_downsampled x8", "qc_view", "dbt_native", 10),
-    ("DBT J2K: ours, read_downsampled x8", "qc_view", "dbt_j2k", 10),
+    ("DBT raw: ours, downsampled x8", "qc_view", "dbt_native", 10),
+    ("DBT J2K: ours, downsampled x8", "qc_view", "dbt_j2k", 10),
     ("2D raw: ours, ImageReader.frame", "frame", "mammo_2d", 100),
     ("2D raw: Path.read_bytes", "read_bytes", "mammo_2d", 100),
     ("2D raw: dcmread().pixel_array", "dcmread", "mammo_2d", 10),

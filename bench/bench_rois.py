@@ -169,7 +169,7 @@ def write_images(regenerate: bool) -> dict:
     """Write the DICOMs once; the manifest lists each file with its size and lesions."""
     from embedpatch.demo.dicom_writer import Encoding, write_dicom
     from embedpatch.demo.phantom import LESION_AMPLITUDE, BreastShape, Lesion, render_2d
-    from embedpatch.dicom_io import read_header
+    from embedpatch.dicom import read_header
 
     if MANIFEST.exists() and not regenerate:
         return json.loads(MANIFEST.read_text())
@@ -409,22 +409,22 @@ report(rows=len(table), roi_rows=int(mask.sum()), boxes=boxes, parse_errors=erro
 
 STAGE = """
 import os
-import embedpatch.dicom_io as dicom_io
+import embedpatch.dicom.reader as dicom_reader
 import embedpatch.roi_table as roi_table
 opened, header_reads, readers = [], [0], [0]
 timing = {{"read_header_s": 0.0, "check_flips_s": 0.0, "read_filtered_s": 0.0}}
 io_before = {{}}
 def io_bytes():
     return {{k: int(v) for k, v in (l.split(": ") for l in open("/proc/self/io"))}}
-original_open = dicom_io._open
-def counting_open(path):
+original_open = dicom_reader.open_source
+def counting_open(path, root=None):
     opened.append(str(path))
     if {cold} and os.path.exists(path):
         fd = os.open(path, os.O_RDONLY)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
-    return original_open(path)
-dicom_io._open = counting_open
+    return original_open(path, root)
+dicom_reader.open_source = counting_open
 def timed(module, name, counter=None):
     original = getattr(module, name)
     def wrapper(*args, **kwargs):

@@ -302,7 +302,7 @@ CELL = st.one_of(
 @pytest.fixture(scope="module")
 def images(demo_cohort) -> dict[str, tuple[str, int, int, int]]:
     """A plain 2D and a DBT demo image: local path, rows, columns, frames."""
-    from embedpatch.dicom_io import read_header
+    from embedpatch.dicom import read_header
 
     clean = clean_rows(demo_cohort)
     found = {}

@@ -31,7 +31,7 @@ from pydicom.uid import (
 )
 
 from embedpatch.demo import SOURCE_PREFIX
-from embedpatch.dicom_io import ImageReader, ImageUnreadable, read_header
+from embedpatch.dicom import ImageReader, ImageUnreadable, read_header
 from user_mode import (
     check_outputs,
     clean_rows,
@@ -179,7 +179,7 @@ FAULTS = {
         edited(JPEG2000Lossless, lambda ds: setattr(ds, "NumberOfFrames", ds.NumberOfFrames + 3)),
         "image_unreadable",
         "extract",
-        "fragments and an offset table of",
+        "the Basic Offset Table has 8 entries",
         FRAMES_UNKNOWN,
     ),
     "frames_disagree_with_table": Fault(
@@ -197,13 +197,17 @@ FAULTS = {
         ),
         "image_unreadable",
         "validate",
-        f"transfer syntax {UNKNOWN_SYNTAX} cannot be decoded",
+        f"{UNKNOWN_SYNTAX} is not a known transfer syntax",
     ),
     "unsupported_transfer_syntax": Fault(
         "3D", relabelled(MPEG2MPML), "image_unreadable", "validate", "cannot be decoded"
     ),
     "data_not_what_the_syntax_says": Fault(
-        "3D", relabelled(JPEGExtended12Bit), "image_unreadable", "extract", "cannot decode frame"
+        "3D",
+        relabelled(JPEGExtended12Bit),
+        "image_unreadable",
+        "extract",
+        "not a whole JPEG stream",
     ),
     "absurd_dbt_header": Fault(
         "3D",

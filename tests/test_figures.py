@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from embedpatch.dicom_io import ImageHeader
+from embedpatch.dicom import ImageHeader
 from embedpatch.figures import (
     PLOTS,
     RunTables,

@@ -15,9 +15,10 @@ Pixel values (`PatchSettings.pixel_values`), outside-image pixels always 0:
 - "windowed_uint8": the header's linear VOI window to 0..255, then 255 - v for
   MONOCHROME1; an image without a usable window (WindowCenter / WindowWidth
   missing, or width < 1) gets the window spanning every Bits Stored value.
-Images of one exam with different dtypes are cast to `np.result_type` of them all
-(uint16 with int16 gives int32); an exam without any patch has dtype uint16 (uint8
-when windowed).
+An exam's patches are stored in native byte order (big-endian images too) and, when
+its images' pixel values differ in dtype, cast to the lossless `shards.common_dtype`
+of them all (uint8 with uint16 gives uint16, uint16 with int16 int32); an exam
+without any patch has dtype uint16 (uint8 when windowed).
 
 Failures stay local: an image that cannot be read (missing, unreadable, a frame
 that does not decode, outside the DICOM root once symlinks are resolved) or does not
@@ -57,6 +58,7 @@ from embedpatch.shards import (
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
     ExamPatches,
+    common_dtype,
     typed_table,
 )
 
@@ -503,10 +505,11 @@ def _rejection(spec: ExamSpec, image: ImageSpec, error: ImageError) -> dict[str,
 
 
 def _stacked(arrays: list[np.ndarray], settings: PatchSettings) -> np.ndarray:
+    """The images' patches as one array of their lossless common dtype, native byte order."""
     if not arrays:
         empty = np.uint8 if settings.pixel_values == "windowed_uint8" else EMPTY_DTYPE
         return np.empty((0, settings.size, settings.size), dtype=empty)
-    common = np.result_type(*(array.dtype for array in arrays))
+    common = common_dtype(array.dtype for array in arrays)
     return np.concatenate([array.astype(common, copy=False) for array in arrays])
 
 

@@ -1,0 +1,238 @@
+"""Frame-reading strategies: one per way pixels are stored, behind one interface.
+
+Every strategy returns new arrays owned by the caller, of the image's dtype (the
+one pydicom decodes to, native byte order) and exactly pydicom's values:
+- `NativeFrames`: uncompressed data; a window reads only its rows (one byte range
+  per frame), a downsampled view only every factor-th row;
+- `DecodedFrames`: encapsulated data (JPEG family, RLE, JPEG 2000); a frame's bytes
+  (located by `FrameIndex`, checked by `check_codestream`) are decoded alone by
+  pydicom's decoder, and the output's shape and dtype are checked against the
+  header; the last decoded frame is kept;
+- `Jpeg2000Frames`: JPEG 2000 Lossless windows decoded alone (OpenJPEG's decode area,
+  `openjpeg_region`), when the codestream's precision and signedness equal the
+  header's (then the window is bit-exact with pydicom's frame); else as DecodedFrames.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import get_j2k_parameters
+from pydicom.uid import UID, JPEG2000Lossless
+
+from embedpatch import openjpeg_region
+from embedpatch.dicom.encapsulation import FrameIndex, check_codestream
+from embedpatch.dicom.errors import ImageUnreadable, one_line
+from embedpatch.dicom.header import PixelLayout
+from embedpatch.dicom.source import ByteSource
+
+
+class FrameReader(Protocol):
+    """Frames of one image; every array is new, of the image's dtype, pydicom's values."""
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` as a (rows, columns) array."""
+        ...
+
+    def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels [y0:y1, x0:x1] of frame `index` (a window inside the image)."""
+        ...
+
+    def downsampled(self, index: int, factor: int) -> np.ndarray:
+        """Exactly `frame(index)[::factor, ::factor]`."""
+        ...
+
+
+def masked(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    """pydicom's correction for Bits Stored < Bits Allocated: unused high bits cleared
+    (unsigned) or the sign bit extended (signed), in place."""
+    unused = pixels.dtype.itemsize * 8 - bits_stored
+    if unused <= 0:
+        return pixels
+    if pixels.dtype.kind == "u":
+        np.bitwise_and(pixels, (1 << bits_stored) - 1, out=pixels)
+    else:
+        np.left_shift(pixels, unused, out=pixels)
+        np.right_shift(pixels, unused, out=pixels)
+    return pixels
+
+
+class NativeFrames:
+    """Uncompressed frames of 8, 16, 32 or 64 bits: only the rows needed are read."""
+
+    def __init__(self, source: ByteSource, layout: PixelLayout) -> None:
+        header = layout.header
+        self._source = source
+        self._header = header
+        self._offset = layout.value_offset
+        big_endian = not UID(header.transfer_syntax_uid).is_little_endian
+        self._stored = layout.dtype.newbyteorder(">" if big_endian else "<")
+        # 8-bit data in OW words of a big-endian file is stored byte-swapped in pairs
+        self._swapped_bytes = big_endian and layout.vr == "OW" and header.bits_allocated == 8
+        self._row_bytes = header.columns * layout.dtype.itemsize
+        self._frame_bytes = header.native_length(1)
+        self._dtype = layout.dtype
+
+    def _rows(self, index: int, rows: range) -> np.ndarray:
+        """The given rows of frame `index`, whole width, native byte order and masked."""
+        base = self._offset + index * self._frame_bytes
+        if self._swapped_bytes:  # read whole word pairs: fetch the frame's byte span
+            data = self._source.read(base, self._frame_bytes + (self._frame_bytes & 1))
+            words = np.frombuffer(data, np.uint16).byteswap().view(np.uint8)
+            pixels = words[: self._frame_bytes].reshape(self._header.rows, -1)[
+                rows.start : rows.stop : rows.step
+            ]
+            return masked(pixels.copy(), self._header.bits_stored)
+        if rows.step == 1:
+            chunks = [
+                self._source.read(base + rows.start * self._row_bytes, len(rows) * self._row_bytes)
+            ]
+        else:
+            chunks = self._source.read_ranges(
+                [(base + row * self._row_bytes, self._row_bytes) for row in rows]
+            )
+        stored = np.frombuffer(b"".join(chunks), self._stored).reshape(len(rows), -1)
+        return masked(stored.astype(self._dtype), self._header.bits_stored)
+
+    def frame(self, index: int) -> np.ndarray:
+        return self._rows(index, range(self._header.rows))
+
+    def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.ascontiguousarray(self._rows(index, range(y0, y1))[:, x0:x1])
+
+    def downsampled(self, index: int, factor: int) -> np.ndarray:
+        rows = self._rows(index, range(0, self._header.rows, factor))
+        return np.ascontiguousarray(rows[:, ::factor])
+
+
+def _pixel_module(layout: PixelLayout, frame: bytes) -> Dataset:
+    """A one-frame dataset holding `frame` encapsulated, with the image's pixel attributes."""
+    header = layout.header
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = header.transfer_syntax_uid
+    for keyword in ("PixelRepresentation", "PlanarConfiguration", "HighBit"):
+        if keyword in layout.dataset:
+            setattr(dataset, keyword, layout.dataset[keyword].value)
+    dataset.Rows = header.rows
+    dataset.Columns = header.columns
+    dataset.SamplesPerPixel = header.samples_per_pixel
+    dataset.BitsAllocated = header.bits_allocated
+    dataset.BitsStored = header.bits_stored
+    dataset.PixelRepresentation = header.pixel_representation
+    dataset.PhotometricInterpretation = header.photometric_interpretation
+    dataset.NumberOfFrames = 1
+    dataset.PixelData = encapsulate([frame])
+    dataset["PixelData"].VR = "OB"
+    return dataset
+
+
+class DecodedFrames:
+    """Encapsulated frames, each decoded alone from its own bytes; the last one is kept."""
+
+    def __init__(self, source: ByteSource, layout: PixelLayout) -> None:
+        self._source = source
+        self._layout = layout
+        self._header = layout.header
+        self._syntax = UID(layout.header.transfer_syntax_uid)
+        self._index = FrameIndex(
+            source, layout.dataset, layout.value_offset, layout.header.number_of_frames
+        )
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _is_cached(self, index: int) -> bool:
+        return self._cached is not None and self._cached[0] == index
+
+    def codestream(self, index: int) -> bytes:
+        """Frame `index`'s encoded bytes, checked to start and end as their encoding must."""
+        data = self._index.frame_bytes(index)
+        check_codestream(
+            data, self._syntax, self._header.bits_allocated, f"{self._source.name}: frame {index}"
+        )
+        return data
+
+    def _decoded(self, index: int) -> np.ndarray:
+        if not self._is_cached(index):
+            self._cached = None  # free the previous frame before decoding the next one
+            dataset = _pixel_module(self._layout, self.codestream(index))
+            try:
+                pixels, _ = get_decoder(self._syntax).as_array(dataset, index=0)
+            except Exception as error:  # decoders raise many kinds on bad data
+                raise self._unreadable(index, one_line(error)) from error
+            expected = (self._header.rows, self._header.columns)
+            if pixels.shape != expected or pixels.dtype != self._layout.dtype:
+                raise self._unreadable(
+                    index,
+                    f"decoded {pixels.shape} {pixels.dtype}, header says {expected} "
+                    f"{self._layout.dtype}",
+                )
+            self._cached = index, pixels
+        return self._cached[1]
+
+    def _unreadable(self, index: int, detail: str) -> ImageUnreadable:
+        return ImageUnreadable(f"{self._source.name}: cannot decode frame {index} ({detail})")
+
+    def frame(self, index: int) -> np.ndarray:
+        return self._decoded(index).copy()
+
+    def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._decoded(index)[y0:y1, x0:x1].copy()
+
+    def downsampled(self, index: int, factor: int) -> np.ndarray:
+        return self._decoded(index)[::factor, ::factor].copy()
+
+
+class Jpeg2000Frames(DecodedFrames):
+    """JPEG 2000 frames; Lossless windows decoded alone when that is bit-exact."""
+
+    def _exact_windows(self, codestream: bytes) -> bool:
+        """Whether an OpenJPEG window of `codestream` equals pydicom's frame slice: lossless,
+        and the codestream's precision and signedness are the header's (pydicom
+        reinterprets the values otherwise)."""
+        parameters = get_j2k_parameters(codestream)
+        return (
+            self._syntax == JPEG2000Lossless
+            and parameters.get("precision") == self._header.bits_stored
+            and parameters.get("is_signed") == bool(self._header.pixel_representation)
+        )
+
+    def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self._is_cached(index) or not openjpeg_region.available():
+            return super().region(index, y0, y1, x0, x1)
+        codestream = self.codestream(index)
+        if not self._exact_windows(codestream):
+            return super().region(index, y0, y1, x0, x1)
+        try:
+            window = openjpeg_region.decode_window(codestream, y0, y1, x0, x1)
+        except openjpeg_region.J2kError:
+            return super().region(index, y0, y1, x0, x1)  # pydicom decodes it or says why not
+        low, high = np.iinfo(self._layout.dtype).min, np.iinfo(self._layout.dtype).max
+        if window.shape != (y1 - y0, x1 - x0) or window.min() < low or window.max() > high:
+            return super().region(index, y0, y1, x0, x1)
+        return window.astype(self._layout.dtype)
+
+
+class BitPackedFrames:
+    """1-bit (bit-packed) uncompressed frames: the whole Pixel Data value is read (such
+    images are small: a frame of 67 M pixels is 8 MB) and pydicom unpacks each frame."""
+
+    def __init__(self, source: ByteSource, layout: PixelLayout) -> None:
+        self._dataset = _pixel_module(layout, b"")
+        self._dataset.NumberOfFrames = layout.header.number_of_frames
+        self._dataset.file_meta.TransferSyntaxUID = layout.header.transfer_syntax_uid
+        self._dataset.PixelData = source.read(layout.value_offset, layout.value_length or 0)
+        self._dataset["PixelData"].VR = "OB"
+        self._decoder = get_decoder(UID(layout.header.transfer_syntax_uid))
+
+    def frame(self, index: int) -> np.ndarray:
+        return self._decoder.as_array(self._dataset, index=index)[0]
+
+    def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self.frame(index)[y0:y1, x0:x1].copy()
+
+    def downsampled(self, index: int, factor: int) -> np.ndarray:
+        return self.frame(index)[::factor, ::factor].copy()
