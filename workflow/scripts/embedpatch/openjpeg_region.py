@@ -1,12 +1,16 @@
-"""Decode part of a JPEG 2000 codestream: one window, or a lower resolution.
+"""Decode one window of a JPEG 2000 codestream without decoding the whole image.
 
-pylibjpeg-openjpeg 2.6 decodes whole images only (`openjpeg.decode` has no
-area or reduce argument). The OpenJPEG 2.5 library it links statically exports
-its C API from the `_openjpeg` extension module, so this module binds the few
-functions needed for `opj_set_decode_area` (decode only the code-blocks under a
-window) and `opj_set_decoded_resolution_factor` (decode a 2**reduce smaller
-image) with ctypes. `available()` is False when that library or its 2.x ABI is
-missing; callers then decode whole frames instead.
+pylibjpeg-openjpeg decodes whole images only (`openjpeg.decode` has no area
+argument). The OpenJPEG library it links statically exports its C API from the
+`_openjpeg` extension module, so this module binds the few functions needed for
+`opj_set_decode_area` (decode only the code-blocks under a window) with ctypes.
+
+ctypes trusts the struct layouts written here, so the binding is used only when
+it is known to be right: the library's version must be one of CHECKED_VERSIONS
+(whose `opj_image_t` / `opj_image_comp_t` layouts tests/test_openjpeg_region.py
+checks), and at first use a small codestream encoded by pylibjpeg-openjpeg is
+decoded both ways and compared. Otherwise `available()` is False, with one log
+line saying why, and callers decode whole frames instead.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
+CHECKED_VERSIONS = frozenset({"2.5.0", "2.5.2", "2.5.3"})
+"""OpenJPEG versions whose struct layouts match the ones bound here (2.5.x: unchanged)."""
 _J2K_MAGIC = b"\xff\x4f\xff\x51"  # SOC + SIZ markers: raw codestream
 _JP2_MAGIC = b"\x00\x00\x00\x0cjP  "  # JP2 signature box
 _CODEC = {_J2K_MAGIC: 0, _JP2_MAGIC: 2}  # OPJ_CODEC_J2K, OPJ_CODEC_JP2
@@ -70,7 +79,6 @@ _SIGNATURES = {
     "opj_stream_set_user_data_length": (None, [_VOID_P, ctypes.c_uint64]),
     "opj_read_header": (ctypes.c_int, [_VOID_P, _VOID_P, ctypes.POINTER(_IMAGE_P)]),
     "opj_set_decode_area": (ctypes.c_int, [_VOID_P, _IMAGE_P, *[ctypes.c_int32] * 4]),
-    "opj_set_decoded_resolution_factor": (ctypes.c_int, [_VOID_P, ctypes.c_uint32]),
     "opj_decode": (ctypes.c_int, [_VOID_P, _VOID_P, _IMAGE_P]),
     "opj_image_destroy": (None, [_IMAGE_P]),
     "opj_stream_destroy": (None, [_VOID_P]),
@@ -78,25 +86,56 @@ _SIGNATURES = {
 }
 
 
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The OpenJPEG library inside pylibjpeg-openjpeg, or None if unusable."""
+def _bound_library() -> ctypes.CDLL | None:
+    """The OpenJPEG library inside pylibjpeg-openjpeg with the functions bound, or None."""
     spec = importlib.util.find_spec("_openjpeg")
     if spec is None or spec.origin is None:
+        log.info("OpenJPEG window decoding off: pylibjpeg-openjpeg's library not found")
         return None
     try:
         lib = ctypes.CDLL(spec.origin)
         for name, (restype, argtypes) in _SIGNATURES.items():
             function = getattr(lib, name)
             function.restype, function.argtypes = restype, argtypes
-    except (OSError, AttributeError):
+    except (OSError, AttributeError) as error:
+        log.info("OpenJPEG window decoding off: cannot bind the library (%s)", error)
         return None
-    major, minor = (int(part) for part in lib.opj_version().decode().split(".")[:2])
-    return lib if major == 2 and minor >= 3 else None  # partial decode since 2.3
+    version = lib.opj_version().decode()
+    if version not in CHECKED_VERSIONS:
+        log.info("OpenJPEG window decoding off: version %s has unchecked struct layouts", version)
+        return None
+    return lib
+
+
+def _agrees_with_full_decode(lib: ctypes.CDLL) -> bool:
+    """Whether a window decoded through the binding equals the same window of
+    pylibjpeg-openjpeg's full decode, on a small lossless codestream."""
+    import openjpeg  # pylibjpeg-openjpeg, present when its library is
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, (80, 72), dtype=np.uint16)
+    codestream = openjpeg.encode(pixels, bits_stored=12)
+    try:
+        window = _decode_window(lib, codestream, 9, 71, 5, 40)
+    except J2kError:
+        return False
+    return window.shape == (62, 35) and np.array_equal(window, pixels[9:71, 5:40])
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The bound OpenJPEG library, if its version is checked and it decodes a window right."""
+    lib = _bound_library()
+    if lib is None:
+        return None
+    if not _agrees_with_full_decode(lib):
+        log.warning("OpenJPEG window decoding off: the binding's self-check failed")
+        return None
+    return lib
 
 
 def available() -> bool:
-    """Whether window and reduced-resolution decoding are available."""
+    """Whether window decoding is available (and checked on this machine)."""
     return _library() is not None
 
 
@@ -181,6 +220,16 @@ def _pixels(image: _IMAGE_P) -> np.ndarray:
     return np.ctypeslib.as_array(component.data, shape=shape).copy()
 
 
+def _decode_window(lib: ctypes.CDLL, data: bytes, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    with _opened(lib, data) as (codec, stream, image, errors):
+        _single_component(image)
+        origin_x, origin_y = image.contents.x0, image.contents.y0
+        area = (origin_x + x0, origin_y + y0, origin_x + x1, origin_y + y1)
+        _check(lib.opj_set_decode_area(codec, image, *area), "set the decode area", errors)
+        _check(lib.opj_decode(codec, stream, image), "decode", errors)
+        return _pixels(image)
+
+
 def decode_window(data: bytes, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """Pixels [y0:y1, x0:x1] (image coordinates) of a one-component codestream, as int32.
 
@@ -191,27 +240,4 @@ def decode_window(data: bytes, y0: int, y1: int, x0: int, x1: int) -> np.ndarray
     lib = _library()
     if lib is None:
         raise J2kError("OpenJPEG window decoding is not available")
-    with _opened(lib, data) as (codec, stream, image, errors):
-        _single_component(image)
-        origin_x, origin_y = image.contents.x0, image.contents.y0
-        area = (origin_x + x0, origin_y + y0, origin_x + x1, origin_y + y1)
-        _check(lib.opj_set_decode_area(codec, image, *area), "set the decode area", errors)
-        _check(lib.opj_decode(codec, stream, image), "decode", errors)
-        return _pixels(image)
-
-
-def decode_reduced(data: bytes, reduce: int) -> np.ndarray:
-    """The whole image at 1 / 2**reduce resolution (wavelet low-pass band), as int32.
-
-    Shape is ceil(rows / 2**reduce) x ceil(columns / 2**reduce); `reduce` must be
-    below the codestream's number of decomposition levels.
-    """
-    lib = _library()
-    if lib is None:
-        raise J2kError("OpenJPEG reduced decoding is not available")
-    with _opened(lib, data) as (codec, stream, image, errors):
-        _single_component(image)
-        ok = lib.opj_set_decoded_resolution_factor(codec, reduce)
-        _check(ok, f"set the resolution factor {reduce}", errors)
-        _check(lib.opj_decode(codec, stream, image), "decode", errors)
-        return _pixels(image)
+    return _decode_window(lib, data, y0, y1, x0, x1)
