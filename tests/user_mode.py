@@ -20,13 +20,12 @@ import yaml
 
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.shards import read_shard, read_shard_tables, shard_is_complete
+from embedpatch.vocab import EMPTY_ROI_TEXT, IMAGE_TYPES
 from snakemake_runner import run_snakemake
 from snakemake_runner import snakemake_command as runner_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCH_SIZE = 48
-EMPTY_ROI_CELLS = ("", "[]", "()")
-ROI_TYPES = ("2D", "cview", "3D")
 
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
@@ -73,7 +72,7 @@ def relative(anon_path: str) -> str:
 
 def has_rois(table: pd.DataFrame) -> pd.Series:
     """Rows whose ROI_coords lists something."""
-    return ~table["ROI_coords"].str.strip().isin(EMPTY_ROI_CELLS)
+    return ~table["ROI_coords"].str.strip().isin(EMPTY_ROI_TEXT)
 
 
 def clean_rows(cohort: Path) -> pd.DataFrame:
@@ -81,7 +80,7 @@ def clean_rows(cohort: Path) -> pd.DataFrame:
     table = read_table(cohort / "tables/metadata.csv")
     truth = json.loads((cohort / "truth.json").read_text())
     odd = {record["anon_dicom_path"] for record in truth if record["kind"] != "valid"}
-    usable = table["FinalImageType"].isin(ROI_TYPES) & table["anon_dicom_path"].ne("")
+    usable = table["FinalImageType"].isin(IMAGE_TYPES) & table["anon_dicom_path"].ne("")
     return table[usable & ~table["anon_dicom_path"].isin(odd)].reset_index(drop=True)
 
 

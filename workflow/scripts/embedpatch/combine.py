@@ -5,6 +5,11 @@ Layout of `patches_combined.h5` (written beside the manifest):
   `patches` dataset, in the manifest's order sorted by (shard, index), which is the
   order collect_patches writes. No pixel is copied: reads go to the shards, through
   their filters (Blosc: `import hdf5plugin` first).
+- Its dtype is the lossless common dtype of the shards' (`shards.common_dtype`: all
+  uint16 stays uint16; uint8 + uint16 gives uint16; any of them with int16 gives
+  int32). HDF5 converts each shard's values on read, exactly; the manifest's `dtype`
+  column keeps every patch's stored dtype, to which it casts back exactly. One VDS
+  per dtype was measured too: no faster to read (README, "Reading the patches").
 - group "manifest": one dataset per manifest column (attribute "columns" keeps their
   order); row i describes patches[i]. int64, UTF-8 text ("" for missing), and float64
   for numbers with missing values (NaN), e.g. clin_path_severity_min.
@@ -35,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from embedpatch.atomic import atomic_output
-from embedpatch.shards import _column_data, _open
+from embedpatch.shards import _column_data, _open, common_dtype, dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +59,15 @@ def _column(values: pd.Series) -> tuple[np.ndarray, Any]:
 
 def _patches_shape(shard: Path, rows: pd.DataFrame) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of the `patches` of `shard`, after checking the manifest lists each
-    of its patches once, in order."""
+    of its patches once, in order, with that dtype."""
     with _open(shard) as file:
         patches = file["patches"]
         shape, dtype = patches.shape, patches.dtype
     if not np.array_equal(rows["index"].to_numpy(np.int64), np.arange(shape[0])):
         raise ValueError(f"{shard}: manifest rows are not its patches 0..{shape[0] - 1}")
+    listed = set(rows["dtype"]) if "dtype" in rows else {dtype_name(dtype)}
+    if listed != {dtype_name(dtype)}:
+        raise ValueError(f"{shard}: patches of dtype {dtype}, the manifest says {sorted(listed)}")
     return shape, dtype
 
 
@@ -75,16 +83,17 @@ def _layout(manifest: pd.DataFrame, results: Path, folder: Path) -> h5py.Virtual
         (results / shard, *_patches_shape(results / shard, rows))
         for shard, rows in manifest.groupby("shard", sort=False)
     ]
-    kinds = {(shape[1:], np.dtype(dtype)) for _, shape, dtype in shards}
-    if len(kinds) > 1:
-        raise ValueError(f"shards of different patch shapes or dtypes: {sorted(map(str, kinds))}")
-    size, dtype = kinds.pop() if kinds else ((0, 0), np.dtype(np.uint16))  # no patch at all
+    sizes = {shape[1:] for _, shape, _ in shards}
+    if len(sizes) > 1:
+        raise ValueError(f"shards of different patch sizes: {sorted(sizes)}")
+    size = sizes.pop() if sizes else (0, 0)  # no patch at all
+    dtype = common_dtype(dtype for _, _, dtype in shards) if shards else np.dtype(np.uint16)
     layout = h5py.VirtualLayout((len(manifest), *size), dtype)
     start = 0
-    for shard, shape, _ in shards:
+    for shard, shape, source_dtype in shards:
         name = Path(os.path.relpath(shard, folder)).as_posix()
         layout[start : start + shape[0]] = h5py.VirtualSource(
-            name, "patches", shape=shape, dtype=dtype
+            name, "patches", shape=shape, dtype=source_dtype
         )
         start += shape[0]
     return layout

@@ -1,7 +1,9 @@
 """Read the patch shards for training: a map-style dataset over the manifest, torch optional.
 
 `PatchDataset` selects manifest rows (label, image type, padding, view, laterality,
-patient split, any clinical condition) and reads each patch from its shard on demand.
+patient split, any clinical condition) and reads each patch from its shard on demand,
+as stored (its manifest row's `dtype`: images of several pixel types give patches of
+several dtypes) or cast to one dtype that holds every selected patch exactly.
 Shards are opened lazily and kept open in a small per-process LRU cache. The dataset
 is safe to fork and to pickle: pickling drops the open files, and a process that finds
 itself with files its parent opened (a fork: DataLoader workers, multiprocessing)
@@ -23,6 +25,7 @@ import hdf5plugin  # noqa: F401 - registers the Blosc filter the shards are writ
 import numpy as np
 import pandas as pd
 
+from embedpatch.shards import casts_losslessly, common_dtype
 from embedpatch.splits import SPLITS, SPLITS_FILE, read_splits
 
 MANIFEST_FILE = "manifest.parquet"
@@ -96,6 +99,29 @@ def _open_patches(path: str) -> h5py.Dataset:
     return h5py.File(path, "r", locking=False, rdcc_nbytes=0)["patches"]
 
 
+def served_dtype(manifest: pd.DataFrame, dtype: Any) -> np.dtype | None:
+    """The dtype patches of `manifest` are served in: None (each as stored), the lossless
+    common dtype of those stored ("common"), or `dtype` itself, after checking that every
+    stored dtype casts to it exactly (ValueError naming those that do not)."""
+    if dtype is None:
+        return None
+    if "dtype" not in manifest:
+        raise ValueError("the manifest has no dtype column (an older one): rerun collect_patches")
+    stored = manifest["dtype"].value_counts()
+    if isinstance(dtype, str) and dtype == "common":
+        return common_dtype(stored.index) if len(stored) else None
+    target = np.dtype(dtype)
+    lossy = {
+        name: int(count) for name, count in stored.items() if not casts_losslessly(name, target)
+    }
+    if lossy:
+        raise ValueError(
+            f"patches of dtype {lossy} (dtype: count) do not all fit {target} exactly; "
+            "ask for dtype='common', or a wider dtype"
+        )
+    return target
+
+
 def _python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -108,7 +134,11 @@ class PatchDataset:
     3D), `padding` (tissue / black), `view` (ViewPosition), `laterality`
     (ImageLateralityFinal), `split` (train / validation / test, from splits.parquet
     beside the manifest); `where` is a pandas expression or a callable on the manifest
-    (e.g. "clin_asses_worst in ['S', 'M']"). `transform` is applied to each patch.
+    (e.g. "clin_asses_worst in ['S', 'M']"). `dtype`: None serves each patch as stored
+    (its row's `dtype`), "common" casts every patch to the lossless common dtype of the
+    selection (as the combined file does), a numpy dtype to that one, refused unless
+    every selected patch fits it exactly (`dataset.dtype` is the one served, or None).
+    `transform` is applied to each patch, after the cast.
     The selected rows are `dataset.manifest`; row i describes item i.
     """
 
@@ -123,6 +153,7 @@ class PatchDataset:
         laterality: Selection = None,
         split: Selection = None,
         where: Where = None,
+        dtype: Any = None,
         transform: Callable[[np.ndarray], Any] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
@@ -142,6 +173,7 @@ class PatchDataset:
             "split": split,
         }
         self.manifest = select_patches(manifest, selections, where, known={"split": SPLITS})
+        self.dtype = served_dtype(self.manifest, dtype)
         self.transform = transform
         self.cache_size = cache_size
         codes, shards = pd.factorize(self.manifest["shard"])
@@ -165,9 +197,10 @@ class PatchDataset:
         return (patch if self.transform is None else self.transform(patch)), row
 
     def patch(self, position: int) -> np.ndarray:
-        """The patch of item `position`, as stored (no transform)."""
+        """The patch of item `position`, as stored or cast to `dtype` (no transform)."""
         index = self._indexes[position]  # IndexError before any file is opened
-        return self._patches(int(self._shard_codes[position]))[index]
+        patch = self._patches(int(self._shard_codes[position]))[index]
+        return patch if self.dtype is None else patch.astype(self.dtype, copy=False)
 
     def _patches(self, code: int) -> h5py.Dataset:
         """The `patches` dataset of shard `code`, opened by this very process."""
@@ -208,8 +241,9 @@ def _missing_value(dtype: Any) -> Any:
 class TorchPatches:
     """A PatchDataset for torch DataLoaders: (patch tensor, metadata dict) per item.
 
-    The patch becomes a float32 tensor (1, size, size), unless the dataset's transform
-    already returns something else than a numpy array (passed through). Metadata holds
+    The patch becomes a float32 tensor (1, size, size), whatever its stored dtype (exact
+    for integers of up to 24 bits: every DICOM mammogram's), unless the dataset's
+    transform already returns something else than a numpy array (passed through). Metadata holds
     `columns` (default: every manifest column); missing values, which the default
     collate cannot batch, become "" (text), -1 (integers) or NaN (floats).
     """

@@ -16,17 +16,10 @@ import pandas as pd
 
 from embedpatch.batches import group_into_batches
 from embedpatch.geometry import mirror_box_x
+from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
 
 IDENTITY = ["acc_anon", "empi_anon"]
-IMAGE_FIELDS = [
-    "anon_dicom_path",
-    "dicom_path",
-    "FinalImageType",
-    "ImageLateralityFinal",
-    "ViewPosition",
-]
-BOX = ["ymin", "xmin", "ymax", "xmax"]
-NEGATIVE_IMAGE_TYPES = ("2D", "cview")
+IMAGE_FIELDS = ["anon_dicom_path", "dicom_path", IMAGE_TYPE, LATERALITY, VIEW]
 
 
 def _text(value: object) -> str | None:
@@ -36,14 +29,14 @@ def _text(value: object) -> str | None:
 def _roi_entry(roi: dict) -> dict:
     return (
         {"roi_index": int(roi["roi_index"])}
-        | {name: int(roi[name]) for name in BOX}
+        | {name: int(roi[name]) for name in BOX_COLUMNS}
         | {"frames": [int(frame) for frame in roi["frames"]]}
     )
 
 
 def _avoid_boxes(roi: dict) -> list[list[int]]:
     """The ROI's box, and its mirror too when the ROI is a suspected (unfixed) flip."""
-    box = tuple(int(roi[name]) for name in BOX)
+    box = tuple(int(roi[name]) for name in BOX_COLUMNS)
     boxes = [list(box)]
     if roi["suspect_flip"] and not roi["flip_fixed"]:
         boxes.append(list(mirror_box_x(box, int(roi["columns"]))))
@@ -93,7 +86,7 @@ def build_exam_specs(
 
 def negative_candidates(filtered: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
     """2D / C-view images of the filtered table with no refused ROI."""
-    flat = filtered["FinalImageType"].isin(NEGATIVE_IMAGE_TYPES)
+    flat = filtered[IMAGE_TYPE].isin(FLAT_TYPES)
     refused = filtered["anon_dicom_path"].isin(rejected["anon_dicom_path"])
     return filtered[flat & ~refused]
 

@@ -51,7 +51,6 @@ from embedpatch.negatives import DOWNSAMPLE, negative_rng, negative_windows
 from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement
 from embedpatch.reasons import RoiReason
 from embedpatch.roi_table import REJECTED_COLUMNS
-from embedpatch.roi_validate import WHOLE_ROW
 from embedpatch.shards import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,
@@ -61,16 +60,13 @@ from embedpatch.shards import (
     common_dtype,
     typed_table,
 )
+from embedpatch.vocab import FLAT_TYPES, IMAGE_TYPES, NO_FRAME, NO_ROI, WHOLE_ROW
 
 log = logging.getLogger(__name__)
 
-FLAT_TYPES = ("2D", "cview")
-IMAGE_TYPES = (*FLAT_TYPES, "3D")
 PADDING_MODES = ("tissue", "black")
 DBT_FRAMES = ("all", "center")
 PIXEL_VALUES = ("stored", "monochrome2", "windowed_uint8")
-NO_FRAME = -1  # info.frame of 2D / C-view patches
-NO_ROI = -1  # info.roi_index of negative windows
 EMPTY_DTYPE = np.dtype(np.uint16)  # dtype of a stored / monochrome2 exam without patches
 
 REJECTION_INT_COLUMNS = ["empi_anon", "acc_anon", "roi_index", "n_rois"]

@@ -34,12 +34,12 @@ from matplotlib.ticker import MaxNLocator
 
 from embedpatch.atomic import atomic_output
 from embedpatch.dicom import ImageHeader, ImageReader, invert_monochrome1, read_header
-from embedpatch.extract import IMAGE_TYPES
 from embedpatch.geometry import mirror_box_x
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_table import ACCEPTED_COLUMNS
 from embedpatch.shards import INFO_COLUMNS
 from embedpatch.summary import FUNNEL_STAGES, read_columns
+from embedpatch.vocab import IMAGE_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Stage 1: decide which metadata rows go on to ROI parsing, with one reason per dropped row.
 
 Kept: 2D rows (with or without ROIs), C-view rows when filter.cview_as_2d, and 3D
-rows declaring ROIs (num_ROI > 0, or a non-empty ROI_coords even when num_ROI is 0
-or missing: ROI validation reports that count mismatch instead of it vanishing
-here). The checks run in CHECK_ORDER and a dropped row gets the first that fails.
+rows declaring ROIs (roi_parse.declares_rois, the rule ROI validation uses too: a
+num_ROI other than 0, or a non-empty ROI_coords or ROI_frames, so that a count or
+frame list that does not match the boxes is reported by ROI validation instead of
+vanishing here). The checks run in CHECK_ORDER and a dropped row gets the first that fails.
 The last, duplicate_path, spans the whole table: of the rows passing every other
 check, only the first with a given dicom_path is kept (the stages after key images
 by their path; two rows for one image would give its ROIs twice).
@@ -32,21 +33,25 @@ from embedpatch.atomic import atomic_output, write_json
 from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
 from embedpatch.paths import inside_root, rewrite_paths
 from embedpatch.reasons import FilterReason
-from embedpatch.tables import (
+from embedpatch.roi_parse import declares_rois
+from embedpatch.tables import TableError, column_names, open_batches, require_columns
+from embedpatch.vocab import (
+    CLINICAL_PREFIX,
+    CVIEW,
+    DBT,
+    DICOM_PATH,
+    IDENTIFIERS,
+    IMAGE_TYPE,
+    IMAGE_TYPES,
+    LATERALITY,
+    ROI_COORDS,
     ROI_COUNT,
-    TableError,
-    column_names,
-    open_batches,
-    require_columns,
+    ROI_FRAMES,
+    VIEW,
 )
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPE = "FinalImageType"
-KEPT_IMAGE_TYPES = ("2D", "3D", "cview")
-EMPTY_ROI_TEXT = ("", "[]", "()")
-DICOM_PATH = "dicom_path"
-CLINICAL_PREFIX = "clin_"
 ROW_GROUP_ROWS = 65_536
 
 # What the image is, then which images the config asks for, then whether its file
@@ -67,10 +72,7 @@ CHECK_ORDER = (
 )
 DROPPED_SCHEMA = pa.schema(
     [
-        ("empi_anon", pa.int64()),
-        ("acc_anon", pa.int64()),
-        ("anon_dicom_path", pa.string()),
-        (IMAGE_TYPE, pa.string()),
+        *zip(IDENTIFIERS, [pa.int64(), pa.int64(), pa.string(), pa.string()], strict=True),
         ("reason", pa.string()),
     ]
 )
@@ -126,14 +128,14 @@ def required_columns(options: FilterOptions, with_clinical: bool) -> list[str]:
     """Metadata columns the filter needs under these options."""
     needed = {
         "spot_mag": not options.keep_spot_mag,
-        "ViewPosition": options.view_positions is not None,
-        "ImageLateralityFinal": options.lateralities is not None or with_clinical,
+        VIEW: options.view_positions is not None,
+        LATERALITY: options.lateralities is not None or with_clinical,
         "Manufacturer": options.manufacturers is not None,
     }
     return [
-        *(name for name in DROPPED_SCHEMA.names if name != "reason"),
+        *IDENTIFIERS,
         ROI_COUNT,
-        "ROI_coords",
+        ROI_COORDS,
         *(name for name, wanted in needed.items() if wanted),
     ]
 
@@ -147,10 +149,9 @@ def _not_in(column: pa.Array, allowed: Iterable[str]) -> np.ndarray:
 
 
 def _has_roi(batch: pa.RecordBatch) -> np.ndarray:
-    declared = _flags(pc.greater(batch[ROI_COUNT], 0))
-    coords = pc.utf8_trim_whitespace(batch["ROI_coords"].cast(pa.string()))
-    listed = pc.and_not(pc.is_valid(coords), pc.is_in(coords, value_set=pa.array(EMPTY_ROI_TEXT)))
-    return declared | _flags(listed)
+    """Rows declaring ROIs (ROI_frames only when the table has it: it is not required)."""
+    frames = batch[ROI_FRAMES] if ROI_FRAMES in batch.schema.names else None
+    return declares_rois(batch[ROI_COUNT], batch[ROI_COORDS], frames)
 
 
 def _invalid_ids(batch: pa.RecordBatch) -> np.ndarray:
@@ -169,23 +170,21 @@ def _failures(
     image_type = batch[IMAGE_TYPE].cast(pa.string())
     raw_path = batch["anon_dicom_path"].cast(pa.string())
     return {
-        FilterReason.IMAGE_TYPE: _not_in(image_type, KEPT_IMAGE_TYPES),
+        FilterReason.IMAGE_TYPE: _not_in(image_type, IMAGE_TYPES),
         FilterReason.CVIEW_EXCLUDED: (
-            None if options.cview_as_2d else _flags(pc.equal(image_type, "cview"))
+            None if options.cview_as_2d else _flags(pc.equal(image_type, CVIEW))
         ),
-        FilterReason.DBT_WITHOUT_ROI: _flags(pc.equal(image_type, "3D")) & ~_has_roi(batch),
+        FilterReason.DBT_WITHOUT_ROI: _flags(pc.equal(image_type, DBT)) & ~_has_roi(batch),
         FilterReason.SPOT_MAG: (
             None if options.keep_spot_mag else _flags(pc.equal(batch["spot_mag"], 1))
         ),
         FilterReason.VIEW_POSITION: (
-            None
-            if options.view_positions is None
-            else _not_in(batch["ViewPosition"], options.view_positions)
+            None if options.view_positions is None else _not_in(batch[VIEW], options.view_positions)
         ),
         FilterReason.LATERALITY: (
             None
             if options.lateralities is None
-            else _not_in(batch["ImageLateralityFinal"], options.lateralities)
+            else _not_in(batch[LATERALITY], options.lateralities)
         ),
         FilterReason.MANUFACTURER: (
             None
@@ -309,7 +308,7 @@ class _Tally:
         self.dropped.update(_value_counts(dropped["reason"]))
         self.kept_types.update(_value_counts(kept[IMAGE_TYPE]))
         declared = pc.fill_null(pc.greater(kept[ROI_COUNT], 0), False)
-        coords_only = pc.and_not(pc.equal(kept[IMAGE_TYPE], "3D"), declared)
+        coords_only = pc.and_not(pc.equal(kept[IMAGE_TYPE], DBT), declared)
         self.kept_3d_coords_only += pc.sum(coords_only).as_py() or 0
         if "clin_n_findings" in kept.column_names:
             self.with_findings += pc.sum(pc.greater(kept["clin_n_findings"], 0)).as_py() or 0
@@ -338,7 +337,7 @@ def _summary(
         "rows_kept": tally.rows_in - rows_dropped,
         "rows_dropped": rows_dropped,
         "dropped_by_reason": {reason.value: tally.dropped[reason.value] for reason in CHECK_ORDER},
-        "kept_by_image_type": {kind: tally.kept_types[kind] for kind in KEPT_IMAGE_TYPES},
+        "kept_by_image_type": {kind: tally.kept_types[kind] for kind in IMAGE_TYPES},
         "kept_3d_without_num_roi": tally.kept_3d_coords_only,
         "clinical": clinical_stats,
     }

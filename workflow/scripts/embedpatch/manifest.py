@@ -2,8 +2,9 @@
 
 The manifest has one row per patch: where it is (`shard`, relative to the results
 folder, and `index`, its row in that shard's `patches`), what it shows (identifiers,
-box, frame, window, padding, label) and, when the filter joined the clinical table,
-the image's `clin_*` labels. Rejections from ROI validation and from extraction
+box, frame, window, padding, label), its `dtype` (that of its shard's `patches`,
+e.g. "uint16") and, when the filter joined the clinical table, the image's `clin_*`
+labels. Rejections from ROI validation and from extraction
 (images that could not be read or decoded) are gathered with a `stage` column.
 """
 
@@ -19,11 +20,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from embedpatch.atomic import atomic_output, write_json
-from embedpatch.shards import INFO_COLUMNS, INFO_INT_COLUMNS, read_shard_tables, typed_table
+from embedpatch.shards import (
+    INFO_COLUMNS,
+    INFO_INT_COLUMNS,
+    patches_dtype,
+    read_shard_tables,
+    typed_table,
+)
+from embedpatch.vocab import CLINICAL_PREFIX
 
 log = logging.getLogger(__name__)
-
-CLINICAL_PREFIX = "clin_"
 
 
 def _no_patches() -> pd.DataFrame:
@@ -121,10 +127,23 @@ def _batch_rejections(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rejections), n_shards
 
 
+def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with every row's patch `dtype`: rows of batch tables written before that
+    column existed get it from their shard's `patches` (one file open per such shard)."""
+    present = table["dtype"] if "dtype" in table else pd.Series(None, index=table.index)
+    missing = present.isna()
+    if not missing.any():
+        return table
+    shards = table.loc[missing, "shard"].unique()
+    stored = table["shard"].map({shard: patches_dtype(shard) for shard in shards})
+    log.info("patch dtypes read from %d shards (batch tables without them)", len(shards))
+    return table.assign(dtype=present.where(~missing, stored).astype("str"))
+
+
 def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
-    """The batches' tables of patches as one."""
+    """The batches' tables of patches as one, each row with its patch `dtype`."""
     tables = [pd.read_parquet(path) for path in table_paths]
-    return pd.concat(tables, ignore_index=True) if tables else _no_patches()
+    return _with_dtypes(pd.concat(tables, ignore_index=True)) if tables else _no_patches()
 
 
 def collect_patches(

@@ -15,7 +15,11 @@ Decisions:
   ``'7'``, ``+1``) rejects only its own entry (non_integer, reported before wrong_arity);
   wrong nesting, a missing comma, unbalanced brackets, trailing text or text longer than
   `MAX_TEXT_CHARS` reject the whole field (malformed_coords / malformed_frames).
-- Missing cells (None, NaN, pandas NA), ``""``, whitespace, ``[]`` and ``()`` are empty.
+- Missing cells (None, NaN, pandas NA), ``""``, whitespace, ``[]`` and ``()`` are empty
+  (vocab.EMPTY_ROI_TEXT).
+
+Which rows declare ROIs at all is one rule for both stages, `declares_rois`: stage 1
+keeps a 3D row only when it does, stage 2 validates exactly the rows that do.
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from embedpatch.geometry import Box
 from embedpatch.reasons import RoiReason
+from embedpatch.vocab import EMPTY_ROI_TEXT, ROI_COUNT
 
 MAX_TEXT_CHARS = 10_000
 MAX_TABLE_INT = 2**31 - 1
@@ -69,6 +77,25 @@ def is_missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
+def declares_rois(count: pa.Array, coords: pa.Array, frames: pa.Array | None = None) -> np.ndarray:
+    """Per row, whether its ROI cells declare anything: a num_ROI other than 0, or a
+    ROI_coords or ROI_frames text that is not empty (missing, blank, ``[]``, ``()``).
+
+    `count` is numeric (missing or unreadable counts null), the texts are text; `frames`
+    may be left out when the table has no ROI_frames. A row declaring something unusable
+    (a count without boxes, a negative count, frames without boxes) does declare: stage 2
+    refuses it with the reason, rather than stage 1 dropping it as 3d_without_roi.
+    """
+    declared = pc.fill_null(pc.not_equal(count, 0), False)
+    empty = pa.array(EMPTY_ROI_TEXT, pa.string())
+    for text in (coords, frames):
+        if text is not None:
+            trimmed = pc.utf8_trim_whitespace(text.cast(pa.string()))
+            listed = pc.and_not(pc.is_valid(trimmed), pc.is_in(trimmed, value_set=empty))
+            declared = pc.or_(declared, listed)
+    return declared.to_numpy(zero_copy_only=False)
+
+
 def parse_coords(text: object) -> Parsed[Box]:
     """Parse an ROI_coords cell into boxes ``(ymin, xmin, ymax, xmax)``."""
     parsed = _parse_field(text, "ROI_coords", RoiReason.MALFORMED_COORDS)
@@ -97,7 +124,7 @@ def parse_table_int(value: object, column: str, reason: RoiReason) -> int | Reje
     return number
 
 
-def parse_roi_count(value: object, column: str = "num_ROI") -> int | Rejected | None:
+def parse_roi_count(value: object, column: str = ROI_COUNT) -> int | Rejected | None:
     """The ROI count of a num_ROI / num_roi cell; None when missing, count_mismatch if bad."""
     return parse_table_int(value, column, RoiReason.COUNT_MISMATCH)
 

@@ -1,6 +1,7 @@
 """Stage 2: turn the filtered table's ROI strings into validated ROIs and recorded rejections.
 
-Only rows whose ROI cells say anything (a box, a count, a frame list) are looked at
+Only rows whose ROI cells declare anything (roi_parse.declares_rois: a box, a count
+other than 0, a frame list; the filter keeps 3D rows by the same rule) are looked at
 further; their image's header gives the real bounds (no pixel data is read), and
 2D / C-view images with accepted ROIs get the wrong-side check on a downsampled view.
 Every declared ROI ends up in exactly one of the two tables: `accepted` (one row per
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedpatch.atomic import atomic_output, write_json
@@ -30,9 +32,8 @@ from embedpatch.dicom import (
 from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_view_mask
 from embedpatch.geometry import mirror_box_x
 from embedpatch.reasons import RoiReason, RoiWarning
-from embedpatch.roi_parse import parse_coords, parse_roi_count
+from embedpatch.roi_parse import declares_rois, parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
-    WHOLE_ROW,
     AcceptedRoi,
     ImageBounds,
     ImageRoiResult,
@@ -42,25 +43,29 @@ from embedpatch.roi_validate import (
     validate_image_rois,
 )
 from embedpatch.tables import TableError
+from embedpatch.vocab import (
+    BOX_COLUMNS,
+    FLAT_TYPES,
+    IDENTIFIERS,
+    IMAGE_COLUMNS,
+    ROI_CELLS,
+    ROI_COORDS,
+    ROI_COUNT,
+    ROI_FRAMES,
+    WHOLE_ROW,
+)
 
 log = logging.getLogger(__name__)
 
-IDENTIFIERS = ["empi_anon", "acc_anon", "anon_dicom_path", "FinalImageType"]
-IMAGE_COLUMNS = ["ImageLateralityFinal", "ViewPosition", "dicom_path"]
-ROI_CELLS = ["num_ROI", "ROI_coords", "ROI_frames"]
 TABLE_BOUNDS = ["Rows", "Columns", "ImagesInAcquisition"]
-INPUT_COLUMNS = IDENTIFIERS + IMAGE_COLUMNS + ROI_CELLS + TABLE_BOUNDS
-REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", "num_ROI", "ROI_coords"]
-FLAT_IMAGE_TYPES = ("2D", "cview")
+INPUT_COLUMNS = [*IDENTIFIERS, *IMAGE_COLUMNS, *ROI_CELLS, *TABLE_BOUNDS]
+REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", ROI_COUNT, ROI_COORDS]
 
 ACCEPTED_COLUMNS = [
     *IDENTIFIERS,
     *IMAGE_COLUMNS,
     "roi_index",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
+    *BOX_COLUMNS,
     "frames",
     "rows",
     "columns",
@@ -113,25 +118,23 @@ class CheckedRoi:
     mirror_tissue: float | None = None
 
 
-def _is_empty_cell(column: pd.Series) -> pd.Series:
-    text = column.astype("string").str.strip()
-    return column.isna() | text.isin(["", "[]", "()"]).fillna(True)
-
-
 def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
-    """Rows whose ROI cells declare anything: a box, a frame list or a non-zero count."""
-    count = pd.to_numeric(table["num_ROI"], errors="coerce").fillna(0)
-    return (
-        ~_is_empty_cell(table["ROI_coords"]) | ~_is_empty_cell(table["ROI_frames"]) | (count != 0)
+    """Rows whose ROI cells declare anything (roi_parse.declares_rois); the cells may hold
+    anything (a count that is not a number counts as missing)."""
+    count = pa.array(pd.to_numeric(table[ROI_COUNT], errors="coerce"), from_pandas=True)
+    coords, frames = (
+        pa.array(table[name].astype("string"), from_pandas=True)
+        for name in (ROI_COORDS, ROI_FRAMES)
     )
+    return pd.Series(declares_rois(count, coords, frames), index=table.index)
 
 
 def _declared_without_image(row: Mapping[str, Any]) -> int:
     """How many ROIs a row declares, for rows whose image could not be read."""
-    count = parse_roi_count(row["num_ROI"])
+    count = parse_roi_count(row[ROI_COUNT])
     if isinstance(count, int):
         return count
-    return len(parse_coords(row["ROI_coords"]).entries)
+    return len(parse_coords(row[ROI_COORDS]).entries)
 
 
 def check_flips(
@@ -172,9 +175,9 @@ def _whole_row(declared: int, reason: RoiReason, detail: str) -> ImageOutcome:
 def _roi_row(row: Mapping[str, Any]) -> RoiRow:
     return RoiRow(
         image_type=row["FinalImageType"],
-        num_roi=row["num_ROI"],
-        coords_text=row["ROI_coords"],
-        frames_text=row["ROI_frames"],
+        num_roi=row[ROI_COUNT],
+        coords_text=row[ROI_COORDS],
+        frames_text=row[ROI_FRAMES],
         table_rows=row["Rows"],
         table_columns=row["Columns"],
         table_frames=row["ImagesInAcquisition"],
@@ -214,7 +217,7 @@ def validate_row(
     is outside it is refused (image_outside_root) before it is opened.
     """
     try:
-        if row["FinalImageType"] not in FLAT_IMAGE_TYPES:
+        if row["FinalImageType"] not in FLAT_TYPES:
             bounds = _bounds(read_header(row["dicom_path"], dicom_root))
             result = validate_image_rois(_roi_row(row), bounds, settings.policy)
             checked = [CheckedRoi(roi) for roi in result.accepted]
@@ -231,7 +234,7 @@ def validate_row(
 def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageBounds) -> dict:
     roi = checked.roi
     return {
-        **{name: row[name] for name in IDENTIFIERS + IMAGE_COLUMNS},
+        **{name: row[name] for name in (*IDENTIFIERS, *IMAGE_COLUMNS)},
         "roi_index": roi.roi_index,
         "ymin": roi.ymin,
         "xmin": roi.xmin,
@@ -320,16 +323,21 @@ def build_roi_tables(
     return replace(tables, summary=summary)
 
 
+def warning_counts(accepted: pd.DataFrame) -> dict[str, int]:
+    """How many accepted ROIs (ACCEPTED_COLUMNS rows) carry each RoiWarning, in its order."""
+    flags = {
+        RoiWarning.CLIPPED: accepted["clipped"],
+        RoiWarning.NEAR_DUPLICATE: accepted["near_duplicate_of"].notna(),
+        RoiWarning.SUSPECT_FLIP: accepted["suspect_flip"],
+        RoiWarning.FLIP_FIXED: accepted["flip_fixed"],
+    }
+    return {str(code): int(flag.fillna(False).sum()) for code, flag in flags.items()}
+
+
 def _summary(
     tables: RoiTables, rows_in: int, rows_with_accepted: int, rows_all_rejected: int, declared: int
 ) -> dict:
     accepted, rejected = tables.accepted, tables.rejected
-    warnings = {
-        RoiWarning.CLIPPED: int(accepted["clipped"].sum()),
-        RoiWarning.NEAR_DUPLICATE: int(accepted["near_duplicate_of"].notna().sum()),
-        RoiWarning.SUSPECT_FLIP: int(accepted["suspect_flip"].sum()),
-        RoiWarning.FLIP_FIXED: int(accepted["flip_fixed"].sum()),
-    }
     return {
         "rows_in": rows_in,
         "rows_with_accepted_rois": rows_with_accepted,
@@ -339,7 +347,7 @@ def _summary(
         "rois_accepted": len(accepted),
         "rois_rejected": int(rejected["n_rois"].sum()),
         "rejections_by_reason": dict(Counter(rejected["reason"]).most_common()),
-        "warnings": {str(code): count for code, count in warnings.items()},
+        "warnings": warning_counts(accepted),
         "accepted_by_image_type": dict(Counter(accepted["FinalImageType"]).most_common()),
     }
 

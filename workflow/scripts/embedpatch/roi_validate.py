@@ -47,9 +47,7 @@ from embedpatch.roi_parse import (
     parse_roi_count,
     parse_table_int,
 )
-
-IMAGE_TYPES = ("2D", "cview", "3D")
-WHOLE_ROW = -1
+from embedpatch.vocab import DBT, IMAGE_TYPES, WHOLE_ROW
 
 
 @dataclass(frozen=True)
@@ -191,11 +189,11 @@ def _row_problems(
     if frames.error is not None:
         yield frames.error
     n_lists = len(frames.entries)
-    if row.image_type != "3D" and n_lists:
+    if row.image_type != DBT and n_lists:
         yield Rejected(
             RoiReason.FRAMES_ON_2D, f"{row.image_type} row has {n_lists} ROI_frames entries"
         )
-    if row.image_type == "3D" and n_lists and n_lists != n_boxes:
+    if row.image_type == DBT and n_lists and n_lists != n_boxes:
         yield Rejected(
             RoiReason.FRAMES_LENGTH_MISMATCH,
             f"{n_lists} frame lists in ROI_frames, {n_boxes} boxes in ROI_coords",
@@ -205,7 +203,7 @@ def _row_problems(
 
 def _dimension_problems(row: RoiRow, bounds: ImageBounds) -> Iterator[Rejected]:
     checks = [("Rows", row.table_rows, bounds.rows), ("Columns", row.table_columns, bounds.columns)]
-    if row.image_type == "3D":
+    if row.image_type == DBT:
         checks.append(("ImagesInAcquisition", row.table_frames, bounds.n_frames))
     for column, cell, actual in checks:
         value = parse_table_int(cell, column, RoiReason.DIMENSION_MISMATCH)
@@ -219,7 +217,7 @@ def _frames_of(
     index: int, row: RoiRow, frames: Parsed[tuple[int, ...]]
 ) -> tuple[int, ...] | Rejected | None:
     """ROI `index`'s frame list on a 3D row (empty when ROI_frames is), None on 2D rows."""
-    if row.image_type != "3D":
+    if row.image_type != DBT:
         return None
     return frames.entries[index] if frames.entries else ()
 

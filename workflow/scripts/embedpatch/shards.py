@@ -1,12 +1,15 @@
 """One HDF5 shard per exam: its patches, one info row per patch, the images refused, provenance.
 
-Layout (SCHEMA_VERSION 1):
+Layout (SCHEMA_VERSION 2):
 - dataset "patches": (N, size, size), one patch per chunk (1, size, size), maxshape
   (None, size, size) so N = 0 is a valid empty dataset; filters from COMPRESSIONS.
+  Its dtype is the exam's (`common_dtype` of its images' dtypes, native byte order).
 - groups "info" and "rejected": one 1-D dataset per table column, int64 or UTF-8
   variable-length strings; a missing string is stored as "" and read back as
   missing (no column uses "" as a value). The group attribute "columns" (JSON)
-  keeps the column order.
+  keeps the column order. info's `dtype` column (added in version 2) names the
+  dtype of `patches` on every row ("uint16"), so that the manifest, built from the
+  info rows, has it without opening the shards.
 - file attributes: schema_version, config_hash, config (JSON), compression,
   package_versions (JSON), acc_anon, empi_anon, n_patches, n_roi_patches,
   n_negative_patches, n_rejected_images, and last "complete" = True.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,8 +39,9 @@ import numpy as np
 import pandas as pd
 
 from embedpatch.atomic import atomic_output
+from embedpatch.vocab import BOX_COLUMNS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BLOSC = hdf5plugin.Blosc
 COMPRESSIONS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -96,15 +100,13 @@ INFO_COLUMNS = [
     "ViewPosition",
     "roi_index",
     "frame",
-    "ymin",
-    "xmin",
-    "ymax",
-    "xmax",
+    *BOX_COLUMNS,
     "patch_y0",
     "patch_x0",
     "patch_size",
     "padding",
     "label",
+    "dtype",
 ]
 INFO_STRING_COLUMNS = {
     "anon_dicom_path",
@@ -113,6 +115,7 @@ INFO_STRING_COLUMNS = {
     "ViewPosition",
     "padding",
     "label",
+    "dtype",
 }
 INFO_INT_COLUMNS = [name for name in INFO_COLUMNS if name not in INFO_STRING_COLUMNS]
 
@@ -129,15 +132,58 @@ def typed_table(
     return table.astype(types)
 
 
+class LossyCastError(ValueError):
+    """Patches of these dtypes have no common dtype holding all their values."""
+
+
+def casts_losslessly(source: Any, target: Any) -> bool:
+    """Whether every value of dtype `source` is exactly a value of dtype `target`."""
+    source, target = np.dtype(source), np.dtype(target)
+    if not np.can_cast(source, target, "safe"):
+        return False
+    if source.kind in "iu" and target.kind == "f":  # numpy calls int64 -> float64 safe
+        magnitude_bits = source.itemsize * 8 - (source.kind == "i")
+        return magnitude_bits <= np.finfo(target).nmant + 1
+    return True
+
+
+def common_dtype(dtypes: Iterable[Any]) -> np.dtype:
+    """The dtype patches of all `dtypes` are stored or served in: numpy's result type, in
+    native byte order (uint8 + uint16 -> uint16, uint16 + int16 -> int32, >u2 -> uint16).
+
+    LossyCastError if it cannot hold every value of each (uint64 + int64 -> float64).
+    """
+    kinds = {np.dtype(dtype) for dtype in dtypes}
+    if not kinds:
+        raise ValueError("no dtype to combine")
+    common = np.result_type(*kinds).newbyteorder("=")
+    lossy = sorted(str(dtype) for dtype in kinds if not casts_losslessly(dtype, common))
+    if lossy:
+        raise LossyCastError(f"{common} cannot hold every value of {lossy}")
+    return common
+
+
+def dtype_name(dtype: Any) -> str:
+    """A dtype as the info and manifest `dtype` column name it: "uint16" (no byte order)."""
+    return np.dtype(dtype).name
+
+
 @dataclass(frozen=True, eq=False)
 class ExamPatches:
-    """One exam's patches (N, size, size), one info row per patch, one row per image refused."""
+    """One exam's patches (N, size, size), one info row per patch, one row per image refused.
+
+    The info's `dtype` column is set here from `patches` (whatever the caller put there).
+    """
 
     acc_anon: int
     empi_anon: int
     patches: np.ndarray
     info: pd.DataFrame  # INFO_COLUMNS; row i describes patches[i]
     rejections: pd.DataFrame  # extract.REJECTION_COLUMNS
+
+    def __post_init__(self) -> None:
+        dtype = pd.Series(dtype_name(self.patches.dtype), index=self.info.index, dtype="str")
+        object.__setattr__(self, "info", self.info.assign(dtype=dtype))
 
 
 class ShardError(ValueError):
@@ -298,6 +344,12 @@ def _open(path: str | Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except (OSError, ValueError) as error:  # missing, truncated or not HDF5
         raise ShardError(f"{path}: cannot open as HDF5 ({error})") from None
+
+
+def patches_dtype(path: str | Path) -> str:
+    """The dtype name of a shard's `patches` (any schema version; no patch read)."""
+    with _open(path) as file:
+        return dtype_name(file["patches"].dtype)
 
 
 def shard_is_complete(path: str | Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from embedpatch.atomic import write_json
-from embedpatch.extract import IMAGE_TYPES
+from embedpatch.vocab import IMAGE_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from pydicom.uid import generate_uid
 
 from embedpatch.demo import SOURCE_PREFIX, phantom
 from embedpatch.demo.dicom_writer import (
-    BITS_STORED,
     BREAST_TOMOSYNTHESIS,
     MAMMO_FOR_PRESENTATION,
     DicomHeader,
     Encoding,
+    PixelType,
     write_dicom,
 )
 from embedpatch.demo.phantom import BreastShape, Lesion
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 COHORT = "cohort_1"
 MIN_PATIENTS = 4
-TWO_EXAM_PATIENTS = 4  # the first patients always have two exams: room for every odd case
+FIRST_PATIENTS_EXAMS = (3, 3, 2, 2)  # exams of the first patients: room for every odd case
 CVIEW_SIZE = (2457, 1996)  # full-size rows, columns
 DBT_SIZE = (2457, 1890)
 SCREEN_CAPTURE_SIZE = (1024, 1280)
@@ -87,14 +87,18 @@ class ExamSpec:
     vendor: Vendor
     tomo: bool
     policy: RoiPolicy
+    pixels: PixelType = PixelType.UINT16  # how its images store their values
 
 
-# The first exams are fixed so every cohort has tomosynthesis, MONOCHROME1 and a negative exam.
+# The first exams are fixed so every cohort has tomosynthesis, MONOCHROME1, a negative
+# exam, and exams whose every image is signed (int16) or 8-bit (uint8).
 FIXED_EXAMS = (
     ExamSpec(HOLOGIC, True, RoiPolicy.RANDOM),
     ExamSpec(HOLOGIC, True, RoiPolicy.RANDOM),
     ExamSpec(FUJIFILM, False, RoiPolicy.CASE_ONLY),
     ExamSpec(GE, False, RoiPolicy.NONE),
+    ExamSpec(GE, False, RoiPolicy.CASE_ONLY, PixelType.INT16),
+    ExamSpec(HOLOGIC, False, RoiPolicy.CASE_ONLY, PixelType.UINT8),
 )
 
 
@@ -164,6 +168,7 @@ class PlannedImage:
     file_state: FileState = FileState.WRITTEN
     path_override: str | None = None
     encoding: Encoding = Encoding.UNCOMPRESSED
+    pixels: PixelType = PixelType.UINT16  # how the file stores the values
     truth: list[TruthRecord] = field(default_factory=list)
 
     @property
@@ -221,7 +226,10 @@ def _exam_specs(rng: np.random.Generator, n_exams: int) -> list[ExamSpec]:
 
 
 def _plan_exams(rng: np.random.Generator, seed: int, n_patients: int) -> list[Exam]:
-    counts = [2 if p < TWO_EXAM_PATIENTS else int(rng.integers(1, 3)) for p in range(n_patients)]
+    counts = [
+        FIRST_PATIENTS_EXAMS[p] if p < len(FIRST_PATIENTS_EXAMS) else int(rng.integers(1, 3))
+        for p in range(n_patients)
+    ]
     empis = _distinct_ints(rng, 10**7, 10**8, n_patients)
     accs = iter(_distinct_ints(rng, 10**15, 10**16, sum(counts)))
     specs = iter(_exam_specs(rng, sum(counts)))
@@ -297,6 +305,7 @@ def _plan_images(
                 shape=BreastShape.random(rng, *size, kind.laterality, kind.view) if drawn else None,
                 spot_mag=kind.spot_mag,
                 file_state=kind.file_state,
+                pixels=exam.spec.pixels,
             )
         )
     return images
@@ -433,6 +442,16 @@ def _valid_rois(encoding: Encoding, count: int | None = None) -> Callable:
     return apply
 
 
+def _stored_as(pixels: PixelType, encoding: Encoding, count: int) -> Callable:
+    """`count` ordinary ROIs on a file storing its values as `pixels`, in `encoding`."""
+
+    def apply(img: PlannedImage, rng: np.random.Generator) -> None:
+        _valid_rois(encoding, count)(img, rng)
+        img.pixels = pixels
+
+    return apply
+
+
 def _no_rois(img: PlannedImage, rng: np.random.Generator) -> None:
     """A DBT row kept without ROIs (flagged with every such row later)."""
 
@@ -456,6 +475,15 @@ def _dbt(img: PlannedImage) -> bool:
 
 def _monochrome1(img: PlannedImage) -> bool:
     return img.exam.spec.vendor.photometric == "MONOCHROME1"
+
+
+def _exam_2d(pixels: PixelType) -> Callable[[PlannedImage], bool]:
+    """2D rows of the exam whose every image stores its values as `pixels`."""
+    return lambda img: img.image_type == "2D" and img.exam.spec.pixels is pixels
+
+
+def _random_cview(img: PlannedImage) -> bool:
+    return img.image_type == "cview" and img.exam.spec.policy is RoiPolicy.RANDOM
 
 
 @dataclass(frozen=True)
@@ -622,6 +650,11 @@ CASES = (
     Case("jpeg2000_dbt", _dbt, _valid_rois(Encoding.JPEG2000_LOSSLESS, count=2)),
     Case("dbt_without_roi", _dbt, _no_rois),
     Case("monochrome1", _monochrome1, _valid_rois(Encoding.UNCOMPRESSED, count=2)),
+    # Other pixel types: a signed exam (one image big-endian), an 8-bit exam, and a
+    # signed C-view among unsigned images (its exam's patches: their common dtype, int32).
+    Case("signed_2d", _exam_2d(PixelType.INT16), _valid_rois(Encoding.BIG_ENDIAN, count=2)),
+    Case("eight_bit_2d", _exam_2d(PixelType.UINT8), _valid_rois(Encoding.UNCOMPRESSED, count=2)),
+    Case("signed_cview", _random_cview, _stored_as(PixelType.INT16, Encoding.UNCOMPRESSED, 1)),
 )
 
 
@@ -745,7 +778,7 @@ def _metadata_row(img: PlannedImage, legacy: bool) -> dict:
         "BodyPartExamined": "BREAST",
         "PresentationIntentType": "FOR PRESENTATION" if dicom else None,
         "PhotometricInterpretation": vendor.photometric if dicom else "RGB",
-        "BitsStored": BITS_STORED if dicom else 8,
+        "BitsStored": img.pixels.bits_stored if dicom else 8,
         "PatientOrientation": str(orientation) if orientation else None,
         "Rows": rows,
         "Columns": cols,
@@ -779,10 +812,11 @@ def _series_description(img: PlannedImage) -> str:
 
 
 def _window(img: PlannedImage) -> tuple[float, float]:
+    """WindowCenter, WindowWidth in the file's stored values."""
     centre, width = phantom.WINDOW
     if img.exam.spec.vendor.photometric == "MONOCHROME1":
         centre = phantom.MAX_VALUE - centre
-    return centre, width
+    return img.pixels.window(centre, width)
 
 
 def metadata_table(plan: Plan, *, legacy: bool = False) -> pd.DataFrame:
@@ -893,6 +927,7 @@ def _header(img: PlannedImage) -> DicomHeader:
         patient_orientation=_orientation(img),
         window=_window(img),
         photometric=vendor.photometric,
+        pixel_type=img.pixels,
     )
 
 
