@@ -38,6 +38,7 @@ class RoiReason(StrEnum):
     IMAGE_MISSING = "image_missing"  # DICOM file not found
     IMAGE_UNREADABLE = "image_unreadable"  # DICOM file cannot be parsed or decoded
     IMAGE_OUTSIDE_ROOT = "image_outside_root"  # real path (symlinks resolved) leaves dicom_root
+    IMAGE_UNAVAILABLE = "image_unavailable"  # object store refused or failed past the retries
     DIMENSION_MISMATCH = "dimension_mismatch"  # table Rows/Columns/frames disagree with the image
     NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box, policy 'drop'
     SUSPECT_FLIP = "suspect_flip"  # box on background, mirror on tissue, policy 'reject'

@@ -62,7 +62,11 @@ def masked(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
 
 
 class NativeFrames:
-    """Uncompressed frames of 8, 16, 32 or 64 bits: only the rows needed are read."""
+    """Uncompressed frames of 8, 16, 32 or 64 bits: only the rows needed are read.
+
+    The last band of whole rows read is kept: a window inside it (the black-padded
+    patch of an ROI after its tissue-padded one) reads nothing again.
+    """
 
     def __init__(self, source: ByteSource, layout: PixelLayout) -> None:
         header = layout.header
@@ -76,6 +80,7 @@ class NativeFrames:
         self._row_bytes = header.columns * layout.dtype.itemsize
         self._frame_bytes = header.native_length(1)
         self._dtype = layout.dtype
+        self._band: tuple[int, range, np.ndarray] | None = None
 
     def _rows(self, index: int, rows: range) -> np.ndarray:
         """The given rows of frame `index`, whole width, native byte order and masked."""
@@ -102,7 +107,14 @@ class NativeFrames:
         return self._rows(index, range(self._header.rows))
 
     def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.ascontiguousarray(self._rows(index, range(y0, y1))[:, x0:x1])
+        if self._band is not None:
+            frame, rows, pixels = self._band
+            if frame == index and rows.start <= y0 and y1 <= rows.stop:
+                return pixels[y0 - rows.start : y1 - rows.start, x0:x1].copy()
+        rows = range(y0, y1)
+        pixels = self._rows(index, rows)
+        self._band = index, rows, pixels
+        return pixels[:, x0:x1].copy()
 
     def downsampled(self, index: int, factor: int) -> np.ndarray:
         rows = self._rows(index, range(0, self._header.rows, factor))

@@ -89,6 +89,7 @@ class PixelLayout:
     value_offset: int
     value_length: int | None  # None: undefined length (encapsulated)
     vr: str  # Pixel Data's VR ("OB" / "OW"; "OW" for implicit VR)
+    prefix: bytes  # the file's first bytes, read for the header
 
 
 def _first_number(value: object) -> float | None:
@@ -252,7 +253,7 @@ def read_layout(source: ByteSource) -> PixelLayout:
         raise ImageUnreadable(
             f"{name}: truncated, Pixel Data has {source.size - offset} of {defined} bytes"
         )
-    layout = PixelLayout(header, dataset, np.dtype(dtype), offset, defined, vr)
+    layout = PixelLayout(header, dataset, np.dtype(dtype), offset, defined, vr, prefix)
     if syntax.is_encapsulated != (defined is None):
         raise ImageUnreadable(
             f"{name}: {'encapsulated' if syntax.is_encapsulated else 'native'} transfer syntax "

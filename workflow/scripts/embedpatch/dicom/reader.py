@@ -8,6 +8,7 @@ from types import TracebackType
 import numpy as np
 from pydicom.uid import UID
 
+from embedpatch import object_store
 from embedpatch.dicom.errors import ImageUnreadable
 from embedpatch.dicom.frames import (
     BitPackedFrames,
@@ -17,17 +18,20 @@ from embedpatch.dicom.frames import (
     NativeFrames,
 )
 from embedpatch.dicom.header import ImageHeader, PixelLayout, read_layout
-from embedpatch.dicom.source import ByteSource, LocalFile
+from embedpatch.dicom.source import ByteSource, LocalFile, PrefixedSource
 
 Location = str | os.PathLike | ByteSource
-"""A local path, or an open ByteSource (e.g. an object in an object store)."""
+"""A local path, an object store URL (s3://...), or an open ByteSource."""
 
 
 def open_source(location: Location, root: str | os.PathLike | None = None) -> ByteSource:
-    """A ByteSource for `location` (an open one is used as it is); with `root`, a local
-    path whose real path is not below it is refused (ImageOutsideRoot)."""
+    """A ByteSource for `location` (an open one is used as it is). With `root`, a local
+    path whose real path is not below it, or a URL not below the root URL, is refused
+    (ImageOutsideRoot)."""
     if isinstance(location, ByteSource):
         return location
+    if object_store.is_url(location):
+        return object_store.open_object(str(location), None if root is None else str(root))
     return LocalFile(location, root)
 
 
@@ -64,7 +68,7 @@ class ImageReader:
             layout = read_layout(self._source)
             self.header: ImageHeader = layout.header
             self.dtype: np.dtype = layout.dtype
-            self._frames = _frames_for(self._source, layout)
+            self._frames = _frames_for(PrefixedSource(self._source, layout.prefix), layout)
         except BaseException:
             self._source.close()
             raise

@@ -91,3 +91,31 @@ class LocalFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class PrefixedSource:
+    """A source whose first bytes are already in memory (the header's prefix): reads that
+    lie inside them cost no I/O (the Basic Offset Table, the first item headers)."""
+
+    def __init__(self, source: ByteSource, prefix: bytes) -> None:
+        self._source = source
+        self._prefix = prefix
+        self.name = source.name
+        self.size = source.size
+
+    def _inside(self, offset: int, length: int) -> bool:
+        return offset + length <= len(self._prefix)
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(self, offset, length)
+        if self._inside(offset, length):
+            return self._prefix[offset : offset + length]
+        return self._source.read(offset, length)
+
+    def read_ranges(self, ranges: Sequence[Range]) -> list[bytes]:
+        outside = [r for r in ranges if not self._inside(*r)]
+        fetched = iter(self._source.read_ranges(outside) if outside else [])
+        return [self.read(*r) if self._inside(*r) else next(fetched) for r in ranges]
+
+    def close(self) -> None:
+        self._source.close()
