@@ -149,3 +149,21 @@ def test_dot_dot_tricks_escaping_the_root_are_refused(depth, ups, tail):
     local, inside = resolve([path])
     assert inside == [ups <= depth]
     assert local[0].startswith("/data/embed/") == (ups <= depth)
+
+
+BUCKET = "s3://embed-dataset-open/images"
+
+
+def test_object_store_roots_keep_their_scheme():
+    rewrite = ((NAS, f"{BUCKET}/"),)
+    paths = [NAS + "cohort_1/1/a.dcm", "cohort_2//2/./b.dcm", NAS + "../../etc/x.dcm"]
+    local, inside = resolve(paths, BUCKET, rewrite)
+    assert local == [f"{BUCKET}/cohort_1/1/a.dcm", f"{BUCKET}/cohort_2/2/b.dcm", "s3://etc/x.dcm"]
+    assert inside == [True, True, False]
+
+
+def test_a_local_path_is_outside_an_object_store_root():
+    local, inside = resolve(["/mnt/other/a.dcm", "s3://other-bucket/images/a.dcm"], BUCKET, ())
+    assert local == ["/mnt/other/a.dcm", "s3://other-bucket/images/a.dcm"]
+    assert inside == [False, False]
+    assert root_prefix(BUCKET + "//") == BUCKET + "/"

@@ -1,9 +1,11 @@
-"""Map the table's anon_dicom_path values onto the local DICOM folder, refusing escapes.
+"""Map the table's anon_dicom_path values onto the DICOM root, refusing escapes.
 
-Pure string work on Arrow arrays (POSIX path semantics, no filesystem call), so it
-stays fast on the full table. Because nothing is resolved on disk, a symlink inside
-dicom_root that points outside it is not caught here: the stage that opens the file
-must check the resolved path (os.path.realpath) before reading it.
+The root is a local folder or an object store URL (`s3://bucket/prefix`); a URL's
+part after `scheme://` follows the same path rules as a local path. Pure string work
+on Arrow arrays (POSIX path semantics, no filesystem call), so it stays fast on the
+full table. Because nothing is resolved on disk, a symlink inside dicom_root that
+points outside it is not caught here: the stage that opens the file must check the
+resolved path (os.path.realpath) before reading it.
 """
 
 from __future__ import annotations
@@ -15,16 +17,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Paths posixpath.normpath would change: empty, repeated or trailing slashes, . or .. parts.
-_NOT_NORMALIZED = r"^$|//|(^|/)\.\.?(/|$)|/$"
+# Paths `normalize` would change: empty, repeated (but a URL's `://`) or trailing slashes,
+# . or .. parts.
+_NOT_NORMALIZED = r"^$|(^|[^:])//|(^|/)\.\.?(/|$)|/$"
+_SCHEME = "://"
 # What follows the root prefix in a path not strictly below the root: nothing (the root
 # itself), a slash (an absolute path for the '.' root, or '//'), '.' or a climbing '..'.
 _NOT_BELOW = r"^(/|$|\.\.?(/|$))"
 
 
+def normalize(path: str) -> str:
+    """posixpath.normpath of a path, or of a URL's part after `scheme://`."""
+    if _SCHEME not in path:
+        return posixpath.normpath(path)
+    scheme, rest = path.split(_SCHEME, 1)
+    return f"{scheme}{_SCHEME}{posixpath.normpath(rest).lstrip('/')}"
+
+
 def root_prefix(dicom_root: str) -> str:
     """The normalized root with one trailing slash ("" for the working directory)."""
-    root = posixpath.normpath(dicom_root)
+    root = normalize(dicom_root)
     return "" if root == "." else root.rstrip("/") + "/"
 
 
@@ -47,18 +59,19 @@ def rewrite_paths(
         )
         result = pc.if_else(hit, rewritten, result)
         matched = pc.or_(matched, hit)
-    relative = pc.and_not(pc.invert(pc.fill_null(pc.starts_with(paths, "/"), True)), matched)
+    anchored = pc.or_(pc.starts_with(paths, "/"), pc.match_substring(paths, _SCHEME))
+    relative = pc.and_not(pc.invert(pc.fill_null(anchored, True)), matched)
     under_root = pc.binary_join_element_wise(root_prefix(dicom_root), paths, "")
     return normalize_paths(pc.if_else(relative, under_root, result))
 
 
 def normalize_paths(paths: pa.Array) -> pa.Array:
-    """os.path.normpath of every path, calling it only on the paths it would change."""
+    """`normalize` of every path, calling it only on the paths it would change."""
     flagged = pc.fill_null(pc.match_substring_regex(paths, _NOT_NORMALIZED), False)
     positions = np.flatnonzero(flagged.to_numpy(zero_copy_only=False))
     if positions.size == 0:
         return paths
-    normalized = [posixpath.normpath(path) for path in paths.take(positions).to_pylist()]
+    normalized = [normalize(path) for path in paths.take(positions).to_pylist()]
     return pc.replace_with_mask(paths, flagged, pa.array(normalized, pa.string()))
 
 
