@@ -55,6 +55,8 @@ CASES = {
         {"FinalImageType": "3D", "num_ROI": None, "ROI_coords": None},
         FilterReason.DBT_WITHOUT_ROI,
     ),
+    "3d frames only": ({"FinalImageType": "3D", "ROI_frames": "[[3]]"}, None),
+    "3d count -1": ({"FinalImageType": "3D", "num_ROI": "-1"}, None),
     "roi_ssc": ({"FinalImageType": "ROI_SSC"}, FilterReason.IMAGE_TYPE),
     "roi_ss": ({"FinalImageType": "ROI_SS"}, FilterReason.IMAGE_TYPE),
     "other": ({"FinalImageType": "other"}, FilterReason.IMAGE_TYPE),
@@ -144,8 +146,8 @@ def test_each_row_is_kept_or_dropped_with_its_first_failing_reason(tmp_path, suf
     assert summary["rows_in"] == len(CASES)
     assert summary["rows_kept"] == len(filtered)
     assert summary["rows_dropped"] == len(dropped)
-    assert summary["kept_by_image_type"] == {"2D": 2, "3D": 3, "cview": 1}
-    assert summary["kept_3d_without_num_roi"] == 2
+    assert summary["kept_by_image_type"] == {"2D": 2, "3D": 5, "cview": 1}
+    assert summary["kept_3d_without_num_roi"] == 4  # count 0, missing or negative
     assert list(summary["dropped_by_reason"]) == [reason.value for reason in CHECK_ORDER]
     assert sum(summary["dropped_by_reason"].values()) == len(dropped)
 

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,11 +14,13 @@ from embedpatch.roi_parse import (
     MAX_TEXT_CHARS,
     Parsed,
     Rejected,
+    declares_rois,
     parse_coords,
     parse_frames,
     parse_roi_count,
     parse_table_int,
 )
+from embedpatch.roi_table import rows_with_roi_cells
 
 QUICK = settings(max_examples=200, deadline=None)
 
@@ -244,3 +247,37 @@ def test_frames_round_trip(frames, data):
     assert parse_frames(str([list(row) for row in frames])) == expected
     assert parse_frames(str(tuple(frames))) == expected
     assert parse_frames(_messy(frames, data.draw)) == expected
+
+
+# (num_ROI, ROI_coords, ROI_frames) -> whether the row declares ROIs
+DECLARATIONS = [
+    (0, "[]", "[]", False),
+    (None, None, None, False),
+    (0, " () ", "", False),
+    (1, "[]", "[]", True),  # a count without boxes: stage 2's count_mismatch
+    (-1, "[]", None, True),  # a negative count: stage 2's count_mismatch
+    (0, "[[1, 2, 3, 4]]", "[]", True),
+    (None, "((1, 2, 3, 4),)", None, True),
+    (0, "[]", "[[3]]", True),  # frames without boxes: stage 2's frames_length_mismatch
+    (0, "[[]]", None, True),
+]
+
+
+@pytest.mark.parametrize(("count", "coords", "frames", "declares"), DECLARATIONS)
+def test_one_rule_for_both_stages_says_which_rows_declare_rois(count, coords, frames, declares):
+    """Stage 1 (typed Arrow batches) and stage 2 (raw pandas cells) ask the same function."""
+    typed = declares_rois(
+        pa.array([count], pa.int64()), pa.array([coords], pa.string()), pa.array([frames])
+    )
+    assert typed.tolist() == [declares]
+    raw = pd.DataFrame(
+        {"num_ROI": [count], "ROI_coords": [coords], "ROI_frames": [frames]}, dtype=object
+    )
+    assert rows_with_roi_cells(raw).tolist() == [declares]
+
+
+def test_stage_2_reads_unusable_counts_as_missing():
+    raw = pd.DataFrame(
+        {"num_ROI": ["two", 2.0, True], "ROI_coords": [None] * 3, "ROI_frames": [None] * 3}
+    )
+    assert rows_with_roi_cells(raw).tolist() == [False, True, True]
