@@ -121,7 +121,7 @@ class CheckedRoi:
 def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
     """Rows whose ROI cells declare anything (roi_parse.declares_rois); the cells may hold
     anything (a count that is not a number counts as missing)."""
-    count = pa.array(pd.to_numeric(table[ROI_COUNT], errors="coerce"), from_pandas=True)
+    count = pa.array(pd.to_numeric(table[ROI_COUNT], errors="coerce").astype("Float64"))
     coords, frames = (
         pa.array(table[name].astype("string"), from_pandas=True)
         for name in (ROI_COORDS, ROI_FRAMES)
