@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from embedpatch.dicom.errors import ImageMissing, ImageOutsideRoot, ImageUnreadable, one_line
 from embedpatch.dicom.source import Range, check_range
@@ -249,6 +249,22 @@ def configure(options: StoreOptions) -> None:
 def current_store() -> ObjectStore:
     """The store configured for this process (defaults until `configure` is called)."""
     return _store
+
+
+TABLE_BLOCK_BYTES = 16 << 20
+"""Block size of streamed tables: one GET per 16 MiB of a metadata CSV."""
+
+
+def open_stream(url: str) -> BinaryIO:
+    """A table object opened for sequential reading (read-ahead blocks of TABLE_BLOCK_BYTES)."""
+    filesystem = _store._fs(url)
+    TRANSFER.add(1, 0)
+    return filesystem.open(url, "rb", block_size=TABLE_BLOCK_BYTES, cache_type="readahead")
+
+
+def identity(url: str) -> str:
+    """The identity (ETag, size, last-modified) of the object at `url`: one HEAD."""
+    return object_identity(_store.info(url))
 
 
 def open_object(url: str, root: str | None = None) -> ObjectSource:

@@ -15,12 +15,14 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from embedpatch import object_store
 
 ROI_COUNT = "num_ROI"
 LEGACY_ROI_COUNT = "num_roi"
@@ -71,17 +73,39 @@ def _readable(path: str | Path) -> Iterator[None]:
         raise TableError(f"{path}: unreadable table ({type(error).__name__}: {message})") from None
 
 
-def _checked(batches: Iterator[Data], path: str | Path) -> Iterator[Data]:
-    """`batches`, with read errors raised as TableError (see `_readable`)."""
-    with _readable(path):
+def _checked(
+    batches: Iterator[Data], path: str | Path, opened: contextlib.ExitStack
+) -> Iterator[Data]:
+    """`batches`, with read errors raised as TableError (see `_readable`); `opened` (the
+    table's file) is closed when the batches end."""
+    with opened, _readable(path):
         yield from batches
 
 
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[str | Path | BinaryIO]:
+    """A local table's path as it is, or an object store table opened for streaming
+    (large sequential blocks: one GET per block)."""
+    if not object_store.is_url(path):
+        yield path
+        return
+    try:
+        file = object_store.open_stream(str(path))
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such object") from None
+    except OSError as error:
+        raise TableError(f"{path}: cannot read from the object store ({error})") from None
+    with file:
+        yield file
+
+
 def _raw_column_names(path: str | Path) -> list[str]:
-    with _readable(path):
+    with _readable(path), _opened(path) as source:
         if is_parquet(path):
-            return pq.read_schema(path).names
-        with pa.input_stream(str(path), compression="detect") as stream:
+            return pq.read_schema(source).names
+        local = isinstance(source, str | Path)
+        stream = pa.input_stream(str(source), "detect") if local else pa.input_stream(source)
+        with stream:
             text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
             return next(csv.reader(text), [])
 
@@ -128,12 +152,12 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pa.Table:
     require_columns(path, columns)
     source = _source_names(path)
     wanted = [source[name] for name in columns]
-    with _readable(path):
+    with _readable(path), _opened(path) as opened:
         if is_parquet(path):
-            table = pq.read_table(path, columns=wanted)
+            table = pq.read_table(opened, columns=wanted)
         else:
             options = _csv_convert_options(source.values(), wanted)
-            table = pacsv.read_csv(path, convert_options=options)
+            table = pacsv.read_csv(opened, convert_options=options)
     return cast_known_columns(table.rename_columns(list(columns)), str(path))
 
 
@@ -144,18 +168,20 @@ def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
     PARQUET_BATCH_ROWS rows), whatever the table's size.
     """
     source = _source_names(path)
+    opened = contextlib.ExitStack()
     with _readable(path):
+        table_file = opened.enter_context(_opened(path))
         if is_parquet(path):
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(table_file)
             schema = parquet.schema_arrow
-            batches = _checked(parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS), path)
+            batches = _checked(parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS), path, opened)
         else:
             reader = pacsv.open_csv(
-                path,
+                table_file,
                 read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                 convert_options=_csv_convert_options(source.values()),
             )
-            schema, batches = reader.schema, _checked(iter(reader), path)
+            schema, batches = reader.schema, _checked(iter(reader), path, opened)
     names = [_pipeline_name(name) for name in schema.names]
     empty = pa.RecordBatch.from_pylist([], schema=schema).rename_columns(names)
     cast_schema = cast_known_columns(empty, str(path)).schema
