@@ -4,6 +4,7 @@ import sys
 # The library, embedpatch, is installed in the environment running Snakemake (make run:
 # pip install -e .). Rule scripts import it from their own folder, workflow/scripts/,
 # which Snakemake appends to a local script's module search path in every deployment mode.
+from embedpatch import object_store
 from embedpatch.config import (
     ConfigError,
     extraction_settings,
@@ -19,6 +20,20 @@ except ConfigError as error:
 
 RESULTS = config["results"]
 INPUTS = resolve_inputs(config)
+
+# Inputs in an object store (s3://): this process reaches them with config["storage"];
+# before any job, each must answer (one request), or the run stops saying what to set.
+object_store.configure_from(config)
+REMOTE_INPUTS = {
+    what: location
+    for what, location in INPUTS.locations().items()
+    if object_store.is_url(location)
+}
+if REMOTE_INPUTS and config["storage"]["preflight"] and workflow.is_main_process:
+    try:
+        object_store.preflight(REMOTE_INPUTS)
+    except object_store.StoreError as error:
+        sys.exit(f"Object store: {error}")
 NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
 

@@ -2,14 +2,19 @@
 # their anon_dicom_path onto dicom_root, attach clinical findings; every dropped row
 # is listed with its reason.
 
-# The clinical table is an input only when it will be joined.
+# The clinical table is read only when it will be joined. Local tables are inputs (their
+# modification time reruns the rule); tables in an object store are not files Snakemake
+# can see: their identity (ETag, size, last-modified) is a param instead, so a replaced
+# object reruns the rule just as a replaced file would.
 JOIN_CLINICAL = INPUTS.clinical is not None and config["filter"]["join_clinical"]
+TABLES = {"metadata": INPUTS.metadata} | (
+    {"clinical": INPUTS.clinical} if JOIN_CLINICAL else {}
+)
 
 
 rule filter_metadata:
     input:
-        **({"clinical": INPUTS.clinical} if JOIN_CLINICAL else {}),
-        metadata=INPUTS.metadata,
+        **{what: path for what, path in TABLES.items() if not object_store.is_url(path)},
     output:
         filtered=f"{RESULTS}/metadata/filtered.parquet",
         dropped=f"{RESULTS}/metadata/dropped.parquet",
@@ -21,6 +26,12 @@ rule filter_metadata:
     resources:
         mem_mb=1500,
     params:
+        tables=TABLES,
+        table_versions={
+            path: object_store.identity(path)
+            for path in TABLES.values()
+            if object_store.is_url(path)
+        },
         filter=config["filter"],
         dicom_root=INPUTS.dicom_root,
         path_rewrite=INPUTS.path_rewrite,

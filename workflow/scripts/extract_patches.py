@@ -2,7 +2,9 @@
 
 from embedpatch.exam_job import extract_batch
 from embedpatch.logs import run_logged
+from embedpatch.object_store import configure_from
 
+configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     extract_batch,

@@ -2,16 +2,18 @@
 
 from embedpatch.filtering import filter_metadata
 from embedpatch.logs import run_logged
+from embedpatch.object_store import configure_from
 
+configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     filter_metadata,
-    snakemake.input.metadata,
+    snakemake.params.tables["metadata"],
     snakemake.output.filtered,
     snakemake.output.dropped,
     snakemake.output.summary,
     filter_config=snakemake.params.filter,
     dicom_root=snakemake.params.dicom_root,
     path_rewrite=snakemake.params.path_rewrite,
-    clinical=snakemake.input.get("clinical"),
+    clinical=snakemake.params.tables.get("clinical"),
 )

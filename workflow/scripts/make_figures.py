@@ -2,7 +2,9 @@
 
 from embedpatch.figures import write_figures
 from embedpatch.logs import run_logged
+from embedpatch.object_store import configure_from
 
+configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     write_figures,

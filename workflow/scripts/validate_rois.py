@@ -1,8 +1,10 @@
 """Snakemake script of rule validate_rois: stage 2, ROI parsing and validation."""
 
 from embedpatch.logs import run_logged
+from embedpatch.object_store import configure_from
 from embedpatch.roi_table import run_roi_stage
 
+configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     run_roi_stage,

@@ -80,6 +80,11 @@ class Inputs:
     path_rewrite: tuple[tuple[str, str], ...]
     is_demo: bool
 
+    def locations(self) -> dict[str, str]:
+        """What each input is -> where it is (the clinical table only when set)."""
+        found = {"dicom_root": self.dicom_root, "metadata": self.metadata}
+        return found | ({"clinical": self.clinical} if self.clinical else {})
+
 
 def demo_dir(config: Mapping[str, Any]) -> str:
     """Folder the synthetic demo cohort is written to."""

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from embedpatch.atomic import atomic_output
 from embedpatch.batches import batch_name
-from embedpatch.extract import ExamSpec, PatchSettings, extract_exam
+from embedpatch.extract import extract_exam
 from embedpatch.manifest import read_shards
+from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError
+from embedpatch.reasons import RoiReason
 from embedpatch.shards import complete_shard_attrs, write_shard
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,16 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def spec_hash(spec_json: str) -> str:
+    """Hash of what decides an exam's patches: its specification without where each image
+    is read from (`dicom_path`), so a copy of the images elsewhere (another disk, a
+    bucket) gives the same shards; an image is identified by its anon_dicom_path."""
+    spec = json.loads(spec_json)
+    for image in spec["images"]:
+        image.pop("dicom_path", None)
+    return sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")))
+
+
 def extract_exam_shard(
     spec_json: str, settings_json: str, shard_path: str, dicom_root: str | None = None
 ) -> None:
@@ -42,7 +54,8 @@ def extract_exam_shard(
     attrs = {
         "config_hash": sha256(settings_json),
         "config": settings_json,
-        "spec_hash": sha256(spec_json),
+        "spec_hash": spec_hash(spec_json),
+        "unavailable_images": int((exam.rejections["reason"] == RoiReason.IMAGE_UNAVAILABLE).sum()),
     }
     write_shard(shard_path, exam, attrs, compression=settings.compression)
     log.info(
@@ -55,24 +68,31 @@ def extract_exam_shard(
 
 def _images_newer_than(spec_json: str, when_ns: int) -> bool:
     """Whether an image of the exam was modified after `when_ns` (missing images are not:
-    the shard already records them as refused)."""
-    for image in json.loads(spec_json)["images"]:
+    the shard already records them as refused). A malformed specification counts as
+    newer: extraction then reports it, for this exam alone."""
+    try:
+        images = ExamSpec.from_json(spec_json).images
+    except SpecError:
+        return True
+    for image in images:
         try:
-            if Path(image["dicom_path"]).stat().st_mtime_ns > when_ns:
+            if Path(image.dicom_path).stat().st_mtime_ns > when_ns:
                 return True
-        except (OSError, TypeError):
+        except OSError:
             continue
     return False
 
 
 def shard_is_current(shard_path: str | Path, spec_json: str, settings_json: str) -> bool:
     """Whether `shard_path` is what extraction would write again: a complete shard made
-    from this specification and these settings, and no image of the exam newer."""
+    from this specification and these settings, no image of the exam newer, and none
+    that the object store failed to serve (those are tried again)."""
     attrs = complete_shard_attrs(shard_path)
     return (
         attrs is not None
-        and attrs.get("spec_hash") == sha256(spec_json)
+        and attrs.get("spec_hash") == spec_hash(spec_json)
         and attrs.get("config_hash") == sha256(settings_json)
+        and not attrs.get("unavailable_images")
         and not _images_newer_than(spec_json, Path(shard_path).stat().st_mtime_ns)
     )
 
@@ -118,7 +138,7 @@ def extract_batch(
         if batch_name(acc_anon, n_batches) != batch:
             raise ValueError(f"exam {acc_anon} does not belong to batch {batch}")
         shard = directory / f"{acc_anon}.h5"
-        shards[acc_anon] = {"shard": str(shard), "spec_hash": sha256(spec_json)}
+        shards[acc_anon] = {"shard": str(shard), "spec_hash": spec_hash(spec_json)}
         if shard_is_current(shard, spec_json, settings_json):
             counts["current"] += 1
             continue

@@ -241,9 +241,47 @@ _store = ObjectStore()
 
 
 def configure(options: StoreOptions) -> None:
-    """Set how this process reaches object stores (each stage calls it with the config)."""
+    """Set how this process reaches object stores."""
     global _store
     _store = ObjectStore(options)
+
+
+def configure_from(config: Mapping[str, Any]) -> None:
+    """Set how this process reaches object stores from a validated config (rule scripts
+    call it with `snakemake.config`)."""
+    configure(StoreOptions.from_config(config.get("storage")))
+
+
+def _preflight_problem(what: str, url: str, error: BaseException) -> str:
+    """One line saying why `url` cannot be used and what to set."""
+    name = type(error).__name__
+    if "Credentials" in name or "credentials" in str(error).lower():
+        return (
+            f"no usable AWS credentials for {what} {url}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an instance role applies "
+            "(storage.anon: true only for public buckets)"
+        )
+    if isinstance(error, PermissionError):
+        return (
+            f"access to {what} {url} was refused: the credentials found may not read it "
+            "(EMBED's bucket needs an approved access request; check AWS_PROFILE)"
+        )
+    if isinstance(error, FileNotFoundError):
+        return f"{what} {url} does not exist: check the bucket name and prefix"
+    return (
+        f"cannot reach the object store for {what} {url} ({one_line(error)}): check "
+        "storage.endpoint_url or AWS_ENDPOINT_URL, storage.region, and the network"
+    )
+
+
+def preflight(locations: Mapping[str, str]) -> None:
+    """Check that every object store location answers (one request each); StoreError with
+    one line naming what to set otherwise. `locations`: what it is -> URL."""
+    for what, url in locations.items():
+        try:
+            _store._fs(url).info(url)
+        except Exception as error:  # the store's clients raise many kinds
+            raise StoreError(_preflight_problem(what, url, error)) from error
 
 
 def current_store() -> ObjectStore:
@@ -265,6 +303,14 @@ def open_stream(url: str) -> BinaryIO:
 def identity(url: str) -> str:
     """The identity (ETag, size, last-modified) of the object at `url`: one HEAD."""
     return object_identity(_store.info(url))
+
+
+def modified_ns(url: str) -> int:
+    """When the object at `url` was last written, in ns since the epoch (one HEAD)."""
+    modified = _store.info(url).get("LastModified")
+    if modified is None:
+        raise ImageUnavailable(f"{url}: the store gives no last-modified time")
+    return int(modified.timestamp() * 1e9)
 
 
 def open_object(url: str, root: str | None = None) -> ObjectSource:
