@@ -27,9 +27,10 @@ from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
 from embedpatch.dicom import read_header
-from embedpatch.exam_spec import load_exam_specs
-from embedpatch.extract import ExamSpec, ImageSpec, PatchSettings, extract_exam
+from embedpatch.exam_spec import load_exam_batches
+from embedpatch.extract import extract_exam
 from embedpatch.filtering import filter_metadata
+from embedpatch.patch_spec import ExamSpec, ImageSpec, PatchSettings
 from embedpatch.roi_table import run_roi_stage
 from embedpatch.shards import DEFAULT_COMPRESSION, write_shard
 
@@ -140,14 +141,16 @@ def main() -> None:
     args = parser.parse_args()
     watch = Stopwatch()
     paths = tables(cohort(args.regenerate, watch), watch)
-    specs = watch.time(
+    batches = watch.time(
         "exam specifications",
-        load_exam_specs,
+        load_exam_batches,
         paths["rois"],
         paths["rejected"],
         paths["filtered"],
         args.negatives,
+        1,
     )
+    specs = {acc: spec for batch in batches.values() for acc, spec in batch.items()}
     settings = PatchSettings.from_dict(SETTINGS)
     passes = [exam_pass(specs, settings) for _ in range(args.repeats)]
     best, counts = min(passes, key=lambda result: sum(result[0].seconds.values()))

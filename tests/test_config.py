@@ -15,7 +15,7 @@ from embedpatch.config import (
     resolve_inputs,
     validate_config,
 )
-from embedpatch.extract import PatchSettings
+from embedpatch.patch_spec import PatchSettings
 from embedpatch.shards import COMPRESSIONS, DEFAULT_COMPRESSION
 
 ROOT = Path(__file__).resolve().parent.parent

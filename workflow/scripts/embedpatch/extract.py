@@ -24,15 +24,14 @@ Failures stay local: an image that cannot be read (missing, unreadable, a frame
 that does not decode, outside the DICOM root once symlinks are resolved) or does not
 fit its spec (box or frame outside the image) becomes one rejection record and no
 patches; the exam's other images go on. Only a malformed spec or settings raises
-(SpecError).
+(SpecError, when the specification or settings are read: embedpatch.patch_spec).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -49,273 +48,30 @@ from embedpatch.flip_check import tissue_view_mask
 from embedpatch.geometry import Box, window_box
 from embedpatch.negatives import DOWNSAMPLE, negative_rng, negative_windows
 from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement
+from embedpatch.patch_spec import ExamSpec, ImageSpec, PatchSettings, RoiSpec
 from embedpatch.reasons import RoiReason
 from embedpatch.roi_table import REJECTED_COLUMNS
 from embedpatch.shards import (
-    COMPRESSIONS,
-    DEFAULT_COMPRESSION,
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
     ExamPatches,
     common_dtype,
     typed_table,
 )
-from embedpatch.vocab import FLAT_TYPES, IMAGE_TYPES, NO_FRAME, NO_ROI, WHOLE_ROW
+from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, NO_FRAME, NO_ROI, WHOLE_ROW
 
 log = logging.getLogger(__name__)
 
-PADDING_MODES = ("tissue", "black")
-DBT_FRAMES = ("all", "center")
-PIXEL_VALUES = ("stored", "monochrome2", "windowed_uint8")
 EMPTY_DTYPE = np.dtype(np.uint16)  # dtype of a stored / monochrome2 exam without patches
 
 REJECTION_INT_COLUMNS = ["empi_anon", "acc_anon", "roi_index", "n_rois"]
 REJECTION_COLUMNS = REJECTED_COLUMNS
 
 
-class SpecError(ValueError):
-    """A malformed exam specification or patch settings: a bug upstream, never data."""
-
-
 class ImageMismatch(ImageError):  # noqa: N818 - named after its reason code
     """The image does not fit its spec: a box or frame lies outside it."""
 
     reason = RoiReason.DIMENSION_MISMATCH
-
-
-# ---- the input contract -------------------------------------------------------------
-
-
-def _fields(
-    data: Mapping[str, Any], required: Sequence[str], what: str, optional: Sequence[str] = ()
-) -> None:
-    """Refuse `data` unless it has every `required` key and no key outside `optional`."""
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{what} must be a mapping, got {type(data).__name__}")
-    missing = [key for key in required if key not in data]
-    unknown = sorted(set(data) - set(required) - set(optional))
-    if missing or unknown:
-        raise SpecError(f"{what}: missing keys {missing}, unknown keys {unknown}")
-
-
-def _int(value: Any, what: str, minimum: int | None = None) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise SpecError(f"{what} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise SpecError(f"{what} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _choice(value: Any, allowed: Sequence[str], what: str) -> str:
-    if value not in allowed:
-        raise SpecError(f"{what} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _optional_str(value: Any, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise SpecError(f"{what} must be a string or null, got {value!r}")
-    return value
-
-
-def _list(value: Any, what: str) -> Sequence[Any]:
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise SpecError(f"{what} must be a list, got {value!r}")
-    return value
-
-
-def _box(values: Any, what: str) -> Box:
-    if not isinstance(values, Sequence) or len(values) != 4:
-        raise SpecError(f"{what} must be [ymin, xmin, ymax, xmax], got {values!r}")
-    ymin, xmin, ymax, xmax = (_int(value, what) for value in values)
-    return ymin, xmin, ymax, xmax
-
-
-@dataclass(frozen=True)
-class RoiSpec:
-    """One accepted ROI: pixels [ymin:ymax, xmin:xmax] on `frames` (0-based; 3D only)."""
-
-    roi_index: int
-    box: Box
-    frames: tuple[int, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RoiSpec:
-        """An ROI from its JSON form {"roi_index", "ymin", "xmin", "ymax", "xmax", "frames"}."""
-        _fields(data, ["roi_index", "ymin", "xmin", "ymax", "xmax", "frames"], "ROI")
-        index = _int(data["roi_index"], "roi_index", 0)
-        box = _box([data[key] for key in ("ymin", "xmin", "ymax", "xmax")], f"ROI {index} box")
-        if not (0 <= box[0] < box[2] and 0 <= box[1] < box[3]):
-            raise SpecError(f"ROI {index}: box {box} is empty or has negative coordinates")
-        frames = _list(data["frames"], f"ROI {index} frames")
-        frames = tuple(_int(frame, f"ROI {index} frame", 0) for frame in frames)
-        return cls(index, box, frames)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form `from_dict` reads."""
-        ymin, xmin, ymax, xmax = self.box
-        return {
-            "roi_index": self.roi_index,
-            **{"ymin": ymin, "xmin": xmin, "ymax": ymax, "xmax": xmax},
-            "frames": list(self.frames),
-        }
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """One image of an exam: where to read it, its ROIs, and its negative windows."""
-
-    anon_dicom_path: str
-    dicom_path: str
-    image_type: str  # FinalImageType
-    laterality: str | None  # ImageLateralityFinal
-    view: str | None  # ViewPosition
-    rois: tuple[RoiSpec, ...]
-    negatives: int = 0  # negative windows to draw (2D / C-view only)
-    avoid: tuple[Box, ...] = ()  # boxes negative windows must keep away from
-
-    KEYS = (
-        "anon_dicom_path",
-        "dicom_path",
-        "FinalImageType",
-        "ImageLateralityFinal",
-        "ViewPosition",
-        "rois",
-        "negatives",
-        "avoid",
-    )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ImageSpec:
-        """An image from its JSON form (see the module's input contract)."""
-        _fields(data, cls.KEYS, "image")
-        path = data["anon_dicom_path"]
-        if not isinstance(path, str) or not isinstance(data["dicom_path"], str):
-            raise SpecError(f"image paths must be strings, got {path!r}, {data['dicom_path']!r}")
-        spec = cls(
-            anon_dicom_path=path,
-            dicom_path=data["dicom_path"],
-            image_type=_choice(data["FinalImageType"], IMAGE_TYPES, f"{path}: FinalImageType"),
-            laterality=_optional_str(data["ImageLateralityFinal"], "ImageLateralityFinal"),
-            view=_optional_str(data["ViewPosition"], "ViewPosition"),
-            rois=tuple(RoiSpec.from_dict(roi) for roi in _list(data["rois"], f"{path}: rois")),
-            negatives=_int(data["negatives"], f"{path}: negatives", 0),
-            avoid=tuple(
-                _box(box, f"{path}: avoid") for box in _list(data["avoid"], f"{path}: avoid")
-            ),
-        )
-        spec._check()
-        return spec
-
-    def _check(self) -> None:
-        flat = self.image_type in FLAT_TYPES
-        indices = [roi.roi_index for roi in self.rois]
-        if len(set(indices)) != len(indices):
-            raise SpecError(f"{self.anon_dicom_path}: duplicate roi_index in {indices}")
-        for roi in self.rois:
-            if flat == bool(roi.frames):
-                raise SpecError(
-                    f"{self.anon_dicom_path}: ROI {roi.roi_index} of a {self.image_type} image "
-                    f"has frames {list(roi.frames)}; frames are required for 3D, absent otherwise"
-                )
-        if self.negatives and not flat:
-            raise SpecError(f"{self.anon_dicom_path}: negative windows on a 3D image")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form `from_dict` reads."""
-        values = (
-            self.anon_dicom_path,
-            self.dicom_path,
-            self.image_type,
-            self.laterality,
-            self.view,
-            [roi.to_dict() for roi in self.rois],
-            self.negatives,
-            [list(box) for box in self.avoid],
-        )
-        return dict(zip(self.KEYS, values, strict=True))
-
-
-@dataclass(frozen=True)
-class ExamSpec:
-    """Everything that decides one exam's patches (the lead's rule passes it as JSON)."""
-
-    acc_anon: int
-    empi_anon: int
-    images: tuple[ImageSpec, ...]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ExamSpec:
-        """An exam from {"acc_anon", "empi_anon", "images": [...]}."""
-        _fields(data, ["acc_anon", "empi_anon", "images"], "exam")
-        images = tuple(ImageSpec.from_dict(image) for image in _list(data["images"], "images"))
-        paths = [image.anon_dicom_path for image in images]
-        if len(set(paths)) != len(paths):
-            raise SpecError(f"exam {data['acc_anon']}: an image is listed twice")
-        return cls(
-            acc_anon=_int(data["acc_anon"], "acc_anon"),
-            empi_anon=_int(data["empi_anon"], "empi_anon"),
-            images=images,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ExamSpec:
-        """An exam from its JSON string."""
-        return cls.from_dict(json.loads(text))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form `from_dict` reads."""
-        return {
-            "acc_anon": self.acc_anon,
-            "empi_anon": self.empi_anon,
-            "images": [image.to_dict() for image in self.images],
-        }
-
-
-@dataclass(frozen=True)
-class PatchSettings:
-    """How patches are cut and stored (the `patches` config section)."""
-
-    size: int
-    padding: tuple[str, ...]
-    dbt_frames: str  # "all" listed frames, or "center": frames[len // 2] of the sorted list
-    negative_margin: int  # pixels kept between a negative window and every avoid box
-    seed: int
-    pixel_values: str
-    compression: str
-
-    # config keys of the section used to build the specs or the jobs, ignored here
-    UPSTREAM = ("negatives_per_image", "batches")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PatchSettings:
-        """Settings from their JSON form (or the whole `patches` config section): every field
-        is required but compression (default shards.DEFAULT_COMPRESSION)."""
-        required = [name for name in cls.__dataclass_fields__ if name != "compression"]
-        _fields(data, required, "patch settings", ["compression", *cls.UPSTREAM])
-        padding = _list(data["padding"], "padding")
-        if not padding or len(set(padding)) != len(padding):
-            raise SpecError(f"padding must list distinct modes, got {padding!r}")
-        return cls(
-            size=_int(data["size"], "size", 1),
-            padding=tuple(_choice(mode, PADDING_MODES, "padding") for mode in padding),
-            dbt_frames=_choice(data["dbt_frames"], DBT_FRAMES, "dbt_frames"),
-            negative_margin=_int(data["negative_margin"], "negative_margin", 0),
-            seed=_int(data["seed"], "seed", 0),
-            pixel_values=_choice(data["pixel_values"], PIXEL_VALUES, "pixel_values"),
-            compression=_choice(
-                data.get("compression", DEFAULT_COMPRESSION), list(COMPRESSIONS), "compression"
-            ),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> PatchSettings:
-        """Settings from their JSON string."""
-        return cls.from_dict(json.loads(text))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form `from_dict` reads."""
-        return {**asdict(self), "padding": list(self.padding)}
 
 
 # ---- one image --------------------------------------------------------------------------
@@ -344,10 +100,9 @@ def _placement(mode: str, box: Box, header: ImageHeader, size: int) -> Placement
 
 
 def _record(placement: Placement, box: Box, **fields: Any) -> dict[str, Any]:
-    ymin, xmin, ymax, xmax = box
     return {
         **fields,
-        **{"ymin": ymin, "xmin": xmin, "ymax": ymax, "xmax": xmax},
+        **dict(zip(BOX_COLUMNS, box, strict=True)),
         "patch_y0": placement.y0 - placement.patch_y,
         "patch_x0": placement.x0 - placement.patch_x,
     }
