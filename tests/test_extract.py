@@ -25,14 +25,8 @@ from pydicom.uid import (
 from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.dicom import ImageError, ImageReader
-from embedpatch.extract import (
-    INFO_COLUMNS,
-    REJECTION_COLUMNS,
-    ExamSpec,
-    PatchSettings,
-    SpecError,
-    extract_exam,
-)
+from embedpatch.extract import INFO_COLUMNS, REJECTION_COLUMNS, extract_exam
+from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError
 from embedpatch.shards import DEFAULT_COMPRESSION
 from reference_patches import reference_origin, reference_patch, reference_values
 
