@@ -3,9 +3,10 @@
 Data: `--patches` 512 x 512 uint16 windows of full-size 12-bit phantom mammograms
 (bench_shards.phantom_patches), `--per-shard` to an exam shard, written with
 `write_shard` and the default compression (Blosc zstd + bit shuffle), then the
-manifest (`build_manifest`) and the combined file (`combine_shards`) as the pipeline
-writes them; cached in bench/out/reads. Reads run on a warm page cache (files just
-written or read), so they measure HDF5 and the codec, not the disk.
+manifest (`manifest_from_batch_tables`, of one batch table) and the combined file
+(`combine_shards`) as the pipeline writes them; cached in bench/out/reads. Reads run
+on a warm page cache (files just written or read), so they measure HDF5 and the codec,
+not the disk.
 
 Measured, with the growth of resident memory: random single-patch reads (a random
 permutation) and sequential reads (manifest order) through PatchDataset, with the
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from bench_shards import SIZE, exam_of, phantom_patches  # noqa: E402
 from embedpatch.combine import combine_shards, open_combined  # noqa: E402
 from embedpatch.dataset import DEFAULT_CACHE_SIZE, PatchDataset, as_torch  # noqa: E402
-from embedpatch.manifest import build_manifest  # noqa: E402
+from embedpatch.manifest import manifest_from_batch_tables, read_shards  # noqa: E402
 from embedpatch.shards import DEFAULT_COMPRESSION, write_shard  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "reads"
@@ -57,7 +58,10 @@ def build_results(n_patches: int, per_shard: int) -> None:
         write_shard(shards[-1], exam, {"config_hash": "bench", "config": {}}, DEFAULT_COMPRESSION)
     filtered = OUT / "filtered.parquet"  # no clinical labels to join
     pd.DataFrame({"anon_dicom_path": pd.Series([], dtype="string")}).to_parquet(filtered)
-    manifest, _ = build_manifest([str(shard) for shard in shards], str(RESULTS), str(filtered))
+    table = RESULTS / "patches" / "batches" / "b0.parquet"  # as an extraction batch writes it
+    table.parent.mkdir(parents=True, exist_ok=True)
+    read_shards([str(shard) for shard in shards])[0].to_parquet(table, index=False)
+    manifest = manifest_from_batch_tables([str(table)], str(RESULTS), str(filtered))
     manifest.to_parquet(RESULTS / "manifest.parquet", index=False)
     combine_shards(str(RESULTS / "manifest.parquet"), str(RESULTS / "patches_combined.h5"))
 

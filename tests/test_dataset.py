@@ -21,9 +21,9 @@ from embedpatch.extract import (
     REJECTION_INT_COLUMNS,
     typed_table,
 )
-from embedpatch.manifest import build_manifest
 from embedpatch.shards import ExamPatches, read_shard, read_shard_tables, write_shard
 from embedpatch.splits import DEFAULT_FRACTIONS, write_splits
+from pipeline_manifest import build_manifest
 
 SIZE = 16
 IMAGES = [  # FinalImageType, ImageLateralityFinal, ViewPosition, frames

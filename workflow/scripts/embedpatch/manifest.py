@@ -80,16 +80,6 @@ def _clinical_labels(filtered_path: str) -> pd.DataFrame | None:
     )
 
 
-def build_manifest(
-    shard_paths: Sequence[str], results: str, filtered_path: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The manifest (one row per patch, `shard` relative to `results`) and the extraction
-    rejections of all shards (a table without columns when there is no shard)."""
-    manifest, rejections = read_shards(sorted(shard_paths))
-    manifest = _relative_shards(manifest, results)
-    return _with_clinical_labels(manifest, filtered_path), rejections
-
-
 def all_rejections(validation: pd.DataFrame, extraction: pd.DataFrame) -> pd.DataFrame:
     """Validation and extraction rejections in one table, with the stage that refused each.
 
@@ -146,6 +136,16 @@ def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
     return _with_dtypes(pd.concat(tables, ignore_index=True)) if tables else _no_patches()
 
 
+def manifest_from_batch_tables(
+    table_paths: Sequence[str], results: str, filtered_path: str
+) -> pd.DataFrame:
+    """The manifest of the extraction batches' tables of patches (exam_job.extract_batch
+    writes one per batch): `shard` made relative to `results`, rows sorted by (shard,
+    index), each image's clin_* labels from the filtered table when it has them."""
+    manifest = _relative_shards(_batch_tables(table_paths), results)
+    return _with_clinical_labels(manifest, filtered_path)
+
+
 def collect_patches(
     record_paths: Sequence[str],
     table_paths: Sequence[str],
@@ -162,9 +162,9 @@ def collect_patches(
     The manifest's folder is the results folder its `shard` paths are made relative to;
     its rows are sorted by (shard, index).
     """
-    results = str(Path(manifest_path).parent)
-    manifest = _relative_shards(_batch_tables(table_paths), results)
-    manifest = _with_clinical_labels(manifest, filtered_path)
+    manifest = manifest_from_batch_tables(
+        table_paths, str(Path(manifest_path).parent), filtered_path
+    )
     extraction, n_shards = _batch_rejections(record_paths)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)
