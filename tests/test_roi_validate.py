@@ -13,9 +13,9 @@ from embedpatch.roi_validate import (
     AcceptedRoi,
     ImageBounds,
     ImageRoiResult,
-    RoiPolicy,
     RoiRejection,
     RoiRow,
+    ValidationPolicy,
     validate_image_rois,
 )
 
@@ -25,6 +25,7 @@ CALLER_REASONS = {
     RoiReason.IMAGE_MISSING,
     RoiReason.IMAGE_UNREADABLE,
     RoiReason.IMAGE_OUTSIDE_ROOT,
+    RoiReason.IMAGE_UNAVAILABLE,
     RoiReason.SUSPECT_FLIP,
 }
 
@@ -37,26 +38,37 @@ def row_3d(coords, frames, num_roi=None, **table):
     return RoiRow("3D", num_roi, coords, frames, **table)
 
 
+DEFAULT = ValidationPolicy()
 # (expected reason, row, policy, expected roi_index)
 REASON_CASES = [
-    ("malformed_coords", row_2d("[[10, 10, 20, 20]", 1), RoiPolicy(), -1),
-    ("malformed_frames", row_3d("[[10, 10, 20, 20]]", "[[1, 2]", 1), RoiPolicy(), -1),
-    ("count_mismatch", row_2d("[[10, 10, 20, 20]]", 2), RoiPolicy(), -1),
-    ("wrong_arity", row_2d("[[10, 10, 20, 20], [1, 2, 3]]", 2), RoiPolicy(), 1),
-    ("non_integer", row_2d("[[10, 10, 20.5, 20], [1, 2, 3, 4]]", 2), RoiPolicy(), 0),
-    ("inverted_box", row_2d("[[1, 2, 3, 4], [30, 10, 20, 20]]"), RoiPolicy(), 1),
-    ("empty_box", row_2d("[[10, 10, 10, 20]]"), RoiPolicy(), 0),
-    ("outside_image", row_2d("[[1, 2, 3, 4], [10, 80, 20, 90]]"), RoiPolicy(), 1),
-    ("crosses_border", row_2d("[[90, 10, 120, 20]]"), RoiPolicy(border="reject"), 0),
-    ("frames_missing", row_3d("[[1, 2, 3, 4], [10, 10, 20, 20]]", "[[1], []]"), RoiPolicy(), 1),
-    ("frames_out_of_range", row_3d("[[10, 10, 20, 20]]", "[[11, 12]]"), RoiPolicy(), 0),
-    ("frames_on_2d", row_2d("[[10, 10, 20, 20]]", 1, "[[3]]"), RoiPolicy(), -1),
-    ("frames_length_mismatch", row_3d("[[1, 2, 3, 4], [5, 6, 7, 8]]", "[[1]]"), RoiPolicy(), -1),
-    ("dimension_mismatch", row_2d("[[10, 10, 20, 20]]", table_rows=3328), RoiPolicy(), -1),
+    ("malformed_coords", row_2d("[[10, 10, 20, 20]", 1), DEFAULT, -1),
+    ("malformed_frames", row_3d("[[10, 10, 20, 20]]", "[[1, 2]", 1), DEFAULT, -1),
+    ("count_mismatch", row_2d("[[10, 10, 20, 20]]", 2), DEFAULT, -1),
+    ("wrong_arity", row_2d("[[10, 10, 20, 20], [1, 2, 3]]", 2), DEFAULT, 1),
+    ("non_integer", row_2d("[[10, 10, 20.5, 20], [1, 2, 3, 4]]", 2), DEFAULT, 0),
+    ("inverted_box", row_2d("[[1, 2, 3, 4], [30, 10, 20, 20]]"), DEFAULT, 1),
+    ("empty_box", row_2d("[[10, 10, 10, 20]]"), DEFAULT, 0),
+    ("outside_image", row_2d("[[1, 2, 3, 4], [10, 80, 20, 90]]"), DEFAULT, 1),
+    ("crosses_border", row_2d("[[90, 10, 120, 20]]"), ValidationPolicy(border="reject"), 0),
+    (
+        "frames_missing",
+        row_3d("[[1, 2, 3, 4], [10, 10, 20, 20]]", "[[1], []]"),
+        DEFAULT,
+        1,
+    ),
+    ("frames_out_of_range", row_3d("[[10, 10, 20, 20]]", "[[11, 12]]"), DEFAULT, 0),
+    ("frames_on_2d", row_2d("[[10, 10, 20, 20]]", 1, "[[3]]"), DEFAULT, -1),
+    (
+        "frames_length_mismatch",
+        row_3d("[[1, 2, 3, 4], [5, 6, 7, 8]]", "[[1]]"),
+        DEFAULT,
+        -1,
+    ),
+    ("dimension_mismatch", row_2d("[[10, 10, 20, 20]]", table_rows=3328), DEFAULT, -1),
     (
         "near_duplicate",
         row_2d("[[10, 10, 50, 50], [11, 10, 50, 51]]"),
-        RoiPolicy(near_duplicate="drop"),
+        ValidationPolicy(near_duplicate="drop"),
         1,
     ),
 ]
@@ -106,7 +118,7 @@ def test_doc_examples_are_accepted():
 
 def test_border_clip_policy_clips_and_warns():
     row = row_2d("[[-5, 70, 20, 90], [90, -3, 101, 5]]")
-    result = validate_image_rois(row, IMAGE, RoiPolicy(border="clip"))
+    result = validate_image_rois(row, IMAGE, ValidationPolicy(border="clip"))
     assert [roi.box for roi in result.accepted] == [(0, 70, 20, 80), (90, 0, 100, 5)]
     assert all(roi.clipped and roi.warnings == (RoiWarning.CLIPPED,) for roi in result.accepted)
 
@@ -118,7 +130,7 @@ def test_box_touching_the_edge_is_not_clipped():
 
 def test_near_duplicate_flag_policy():
     row = row_2d("[[10, 10, 50, 50], [11, 10, 50, 51], [60, 60, 70, 70]]")
-    result = validate_image_rois(row, IMAGE, RoiPolicy(near_duplicate="flag"))
+    result = validate_image_rois(row, IMAGE, ValidationPolicy(near_duplicate="flag"))
     assert [roi.near_duplicate_of for roi in result.accepted] == [None, 0, None]
     assert result.accepted[1].warnings == (RoiWarning.NEAR_DUPLICATE,)
 
@@ -126,9 +138,9 @@ def test_near_duplicate_flag_policy():
 def test_near_duplicates_only_of_originals_so_flag_and_drop_agree():
     # B overlaps A and C, A and C overlap too little: only B is a near-duplicate.
     row = row_2d("[[0, 0, 10, 10], [0, 1, 10, 11], [0, 2, 10, 12]]")
-    policy = RoiPolicy(near_duplicate_iou=0.7)
+    policy = ValidationPolicy(near_duplicate_iou=0.7)
     flagged = validate_image_rois(row, IMAGE, policy)
-    dropped = validate_image_rois(row, IMAGE, RoiPolicy(near_duplicate="drop"))
+    dropped = validate_image_rois(row, IMAGE, ValidationPolicy(near_duplicate="drop"))
     assert [roi.near_duplicate_of for roi in flagged.accepted] == [None, 0, None]
     assert [roi.roi_index for roi in dropped.accepted] == [0, 2]
     assert dropped.rejected[0].detail == "IoU 0.818 with ROI 0 > 0.7"
@@ -198,9 +210,9 @@ def test_result_refuses_broken_accounting():
     "make",
     [
         lambda: RoiRow("ROI_SSC", 0, "[]", "[]"),
-        lambda: RoiPolicy(border="pad"),
-        lambda: RoiPolicy(near_duplicate="keep"),
-        lambda: RoiPolicy(near_duplicate_iou=1.5),
+        lambda: ValidationPolicy(border="pad"),
+        lambda: ValidationPolicy(near_duplicate="keep"),
+        lambda: ValidationPolicy(near_duplicate_iou=1.5),
     ],
 )
 def test_bad_settings_raise(make):
@@ -240,7 +252,7 @@ def image_rows(draw):
 
 
 policies = st.builds(
-    RoiPolicy,
+    ValidationPolicy,
     border=st.sampled_from(["clip", "reject"]),
     near_duplicate_iou=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
 )

@@ -37,9 +37,9 @@ from embedpatch.roi_validate import (
     AcceptedRoi,
     ImageBounds,
     ImageRoiResult,
-    RoiPolicy,
     RoiRejection,
     RoiRow,
+    ValidationPolicy,
     validate_image_rois,
 )
 from embedpatch.tables import TableError
@@ -82,9 +82,9 @@ REJECTED_COLUMNS = [*IDENTIFIERS, "roi_index", "reason", "detail", "n_rois"]
 
 @dataclass(frozen=True)
 class RoiSettings:
-    """The `rois` config section."""
+    """The `rois` config section: the validation policy and the wrong-side check's settings."""
 
-    policy: RoiPolicy
+    policy: ValidationPolicy
     flip_check: Literal["flag", "fix", "reject"]
     flip_downsample: int
     flip_thresholds: FlipThresholds
@@ -93,7 +93,7 @@ class RoiSettings:
     def from_config(cls, section: Mapping[str, Any]) -> RoiSettings:
         """Settings from a validated `rois` section."""
         return cls(
-            policy=RoiPolicy(
+            policy=ValidationPolicy(
                 border=section["border"],
                 near_duplicate_iou=section["near_duplicate_iou"],
                 near_duplicate=section["near_duplicate"],

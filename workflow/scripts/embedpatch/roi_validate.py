@@ -77,8 +77,9 @@ class ImageBounds:
 
 
 @dataclass(frozen=True)
-class RoiPolicy:
-    """How to treat ROIs crossing the border and near-duplicate ROIs."""
+class ValidationPolicy:
+    """How validation treats ROIs crossing the border and near-duplicate ROIs (part of the
+    `rois` config section: roi_table.RoiSettings)."""
 
     border: Literal["clip", "reject"] = "clip"
     near_duplicate_iou: float = 0.7
@@ -152,7 +153,7 @@ class ImageRoiResult:
 
 
 def validate_image_rois(
-    row: RoiRow, bounds: ImageBounds, policy: RoiPolicy = RoiPolicy()
+    row: RoiRow, bounds: ImageBounds, policy: ValidationPolicy = ValidationPolicy()
 ) -> ImageRoiResult:
     """Accepted ROIs and rejections for one image row, checked against its real size."""
     coords = parse_coords(row.coords_text)
@@ -227,7 +228,7 @@ def _check_roi(
     box: Box | Rejected,
     frames: tuple[int, ...] | Rejected | None,
     bounds: ImageBounds,
-    policy: RoiPolicy,
+    policy: ValidationPolicy,
 ) -> AcceptedRoi | Rejected:
     if isinstance(box, Rejected):
         return box
@@ -240,7 +241,7 @@ def _check_roi(
     return AcceptedRoi(index, *placed, frames=frame_set, clipped=placed != box)
 
 
-def _place_box(box: Box, bounds: ImageBounds, policy: RoiPolicy) -> Box | Rejected:
+def _place_box(box: Box, bounds: ImageBounds, policy: ValidationPolicy) -> Box | Rejected:
     """The box as it will be cut from the image (clipped if allowed), or why it cannot be."""
     ymin, xmin, ymax, xmax = box
     shown = f"box {list(box)}"
@@ -270,7 +271,7 @@ def _check_frames(frames: tuple[int, ...] | Rejected, n_frames: int) -> tuple[in
 
 
 def _resolve_near_duplicates(
-    outcomes: list[AcceptedRoi | Rejected], policy: RoiPolicy
+    outcomes: list[AcceptedRoi | Rejected], policy: ValidationPolicy
 ) -> tuple[tuple[AcceptedRoi, ...], tuple[RoiRejection, ...]]:
     """Split outcomes into accepted and rejected, flagging or dropping near-duplicates."""
     originals: list[AcceptedRoi] = []
