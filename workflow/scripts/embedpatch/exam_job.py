@@ -10,8 +10,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from embedpatch import object_store
 from embedpatch.atomic import atomic_output
 from embedpatch.batches import batch_name
+from embedpatch.dicom import ImageError
 from embedpatch.extract import extract_exam
 from embedpatch.manifest import read_shards
 from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError
@@ -66,6 +68,16 @@ def extract_exam_shard(
     )
 
 
+def _modified_ns(location: str) -> int | None:
+    """When the file or object at `location` was last modified (ns), None if it is missing."""
+    try:
+        if object_store.is_url(location):
+            return object_store.modified_ns(location)
+        return Path(location).stat().st_mtime_ns
+    except (OSError, ImageError):
+        return None
+
+
 def _images_newer_than(spec_json: str, when_ns: int) -> bool:
     """Whether an image of the exam was modified after `when_ns` (missing images are not:
     the shard already records them as refused). A malformed specification counts as
@@ -75,11 +87,9 @@ def _images_newer_than(spec_json: str, when_ns: int) -> bool:
     except SpecError:
         return True
     for image in images:
-        try:
-            if Path(image.dicom_path).stat().st_mtime_ns > when_ns:
-                return True
-        except OSError:
-            continue
+        modified = _modified_ns(image.dicom_path)
+        if modified is not None and modified > when_ns:
+            return True
     return False
 
 
@@ -158,6 +168,7 @@ def extract_batch(
         "config_hash": sha256(settings_json),
         "exams": shards,
         "rejections": json.loads(rejections.to_json(orient="records")),
+        "object_store": object_store.TRANSFER.as_dict(),
     }
     Path(record_path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(table_path) as temporary:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedpatch import object_store
 from embedpatch.atomic import atomic_output, write_json
 from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
 from embedpatch.paths import inside_root, rewrite_paths
@@ -401,6 +402,7 @@ def filter_metadata(
             tally.add(kept, dropped)
             log.debug("%d rows read", tally.rows_in)
     summary = _summary(tally, metadata, clinical, findings)
+    summary["object_store"] = object_store.TRANSFER.as_dict()
     write_json(summary_out, summary)
     log.info(
         "%d rows in, %d kept, %d dropped %s in %.1f s",

@@ -106,15 +106,17 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> 
     }
 
 
-def _batch_rejections(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int]:
+def _batch_records(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int, Counter]:
     """The extraction rejections the batch records list (a table without columns when
-    there is none), and their number of shards."""
-    rejections, n_shards = [], 0
+    there is none), their number of shards, and the object store requests and bytes of
+    the batches' last runs."""
+    rejections, n_shards, transfer = [], 0, Counter(requests=0, bytes=0)
     for path in record_paths:
         record = json.loads(Path(path).read_text())
         rejections.extend(record["rejections"])
         n_shards += len(record["exams"])
-    return pd.DataFrame(rejections), n_shards
+        transfer.update(record.get("object_store", {}))
+    return pd.DataFrame(rejections), n_shards, transfer
 
 
 def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
@@ -165,10 +167,10 @@ def collect_patches(
     manifest = manifest_from_batch_tables(
         table_paths, str(Path(manifest_path).parent), filtered_path
     )
-    extraction, n_shards = _batch_rejections(record_paths)
+    extraction, n_shards, transfer = _batch_records(record_paths)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)
-    summary = summarize(manifest, rejected, n_shards)
+    summary = summarize(manifest, rejected, n_shards) | {"object_store": dict(transfer)}
     with atomic_output(manifest_path) as temporary:
         manifest.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:

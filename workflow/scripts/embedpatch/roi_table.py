@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedpatch import object_store
 from embedpatch.atomic import atomic_output, write_json
 from embedpatch.dicom import (
     ImageError,
@@ -384,6 +385,7 @@ def run_roi_stage(
         tables.accepted.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:
         tables.rejected.to_parquet(temporary, index=False)
+    tables.summary["object_store"] = object_store.TRANSFER.as_dict()
     write_json(summary_path, tables.summary)
     log.info("ROI accounting: %s", json.dumps(tables.summary))
     return tables.summary

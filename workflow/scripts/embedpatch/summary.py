@@ -109,12 +109,13 @@ def build_summary(
         read_columns(rejected_path, REJECTED_COLUMNS),
         read_columns(manifest_path, MANIFEST_COLUMNS),
     )
-    return {
-        "funnel": funnel,
+    stages = {
         "filter": filter_summary,
         "rois": _json(roi_summary_path),
         "patches": _json(patches_summary_path),
     }
+    fetched = {name: stage.get("object_store") for name, stage in stages.items()}
+    return {"funnel": funnel, **stages, "object_store": fetched}
 
 
 def write_summary(summary_path: str, **paths: str) -> dict[str, Any]:
