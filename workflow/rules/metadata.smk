@@ -37,3 +37,19 @@ rule filter_metadata:
         path_rewrite=INPUTS.path_rewrite,
     script:
         "../scripts/filter_metadata.py"
+
+
+rule list_needed_images:
+    """Not part of `all`: for users who download the images first (aws s3 cp, s5cmd)."""
+    input:
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+    output:
+        images=f"{RESULTS}/needed_images.txt",
+    log:
+        f"{RESULTS}/logs/list_needed_images.log",
+    conda:
+        "../../envs/rois.yaml"
+    params:
+        negatives_per_image=NEGATIVES_PER_IMAGE,
+    script:
+        "../scripts/list_needed_images.py"
