@@ -12,7 +12,8 @@ import pytest
 
 from embedpatch.combine import combine_shards, missing_sources, open_combined
 from embedpatch.dataset import PatchDataset
-from embedpatch.shards import _read_table, read_shard
+from embedpatch.shards import read_column_group as _read_table
+from embedpatch.shards import read_shard
 from test_dataset import write_results
 
 ROOT = Path(__file__).resolve().parent.parent

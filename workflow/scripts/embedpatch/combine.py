@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from embedpatch.atomic import atomic_output
-from embedpatch.shards import _column_data, _open, common_dtype, dtype_name
+from embedpatch.shards import column_data, common_dtype, dtype_name, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ def _column(values: pd.Series) -> tuple[np.ndarray, Any]:
     numeric = pd.api.types.is_numeric_dtype(values.dtype)
     if numeric and (values.hasnans or pd.api.types.is_float_dtype(values.dtype)):
         return values.to_numpy(np.float64, na_value=np.nan), np.float64
-    return _column_data(values)
+    return column_data(values)
 
 
 def _patches_shape(shard: Path, rows: pd.DataFrame) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of the `patches` of `shard`, after checking the manifest lists each
     of its patches once, in order, with that dtype."""
-    with _open(shard) as file:
+    with open_shard(shard) as file:
         patches = file["patches"]
         shape, dtype = patches.shape, patches.dtype
     if not np.array_equal(rows["index"].to_numpy(np.int64), np.arange(shape[0])):

@@ -232,7 +232,7 @@ def package_versions() -> dict[str, str]:
 # ---- writing ----------------------------------------------------------------------------
 
 
-def _column_data(values: pd.Series) -> tuple[np.ndarray, Any]:
+def column_data(values: pd.Series) -> tuple[np.ndarray, Any]:
     """A column as (array, HDF5 dtype): int64 or UTF-8 strings with "" for missing."""
     if pd.api.types.is_integer_dtype(values.dtype):
         return values.to_numpy(np.int64), np.int64
@@ -248,7 +248,7 @@ def _write_table(file: h5py.File, name: str, table: pd.DataFrame) -> None:
     group = file.create_group(name)
     group.attrs["columns"] = json.dumps(list(table.columns))
     for column in table.columns:
-        data, dtype = _column_data(table[column])
+        data, dtype = column_data(table[column])
         group.create_dataset(column, data=data, dtype=dtype, track_times=False)
 
 
@@ -339,7 +339,9 @@ def _problem(file: h5py.File) -> str | None:
         return f"unreadable shard ({error})"
 
 
-def _open(path: str | Path) -> h5py.File:
+def open_shard(path: str | Path) -> h5py.File:
+    """A shard (any HDF5 file) open for reading, file locking off; ShardError if it cannot
+    be opened. Nothing is checked: `read_shard` and `complete_shard_attrs` check."""
     try:
         return h5py.File(path, "r", locking=False)
     except (OSError, ValueError) as error:  # missing, truncated or not HDF5
@@ -348,14 +350,14 @@ def _open(path: str | Path) -> h5py.File:
 
 def patches_dtype(path: str | Path) -> str:
     """The dtype name of a shard's `patches` (any schema version; no patch read)."""
-    with _open(path) as file:
+    with open_shard(path) as file:
         return dtype_name(file["patches"].dtype)
 
 
 def shard_is_complete(path: str | Path) -> bool:
     """Whether `path` is a finished, untruncated shard of this schema version."""
     try:
-        with _open(path) as file:
+        with open_shard(path) as file:
             return _problem(file) is None
     except ShardError:
         return False
@@ -378,7 +380,9 @@ def _read_column(dataset: h5py.Dataset) -> np.ndarray | pd.Series:
     return values.where(values != "", None).astype("str")
 
 
-def _read_table(group: h5py.Group) -> pd.DataFrame:
+def read_column_group(group: h5py.Group) -> pd.DataFrame:
+    """A table stored as a group of one dataset per column (`info`, `rejected`, the combined
+    file's `manifest`), in the order of its `columns` attribute."""
     columns = json.loads(group.attrs["columns"])
     return pd.DataFrame({name: _read_column(group[name]) for name in columns}, columns=columns)
 
@@ -395,7 +399,7 @@ def _python_attrs(file: h5py.File) -> dict[str, Any]:
 @contextmanager
 def _complete(path: str | Path) -> Iterator[h5py.File]:
     """The open shard, if complete; ShardError otherwise, also for damage found while reading."""
-    with _open(path) as file:
+    with open_shard(path) as file:
         problem = _problem(file)
         if problem:
             raise ShardError(f"{path}: {problem}")
@@ -407,7 +411,7 @@ def _complete(path: str | Path) -> Iterator[h5py.File]:
 
 def _tables(file: h5py.File) -> ShardTables:
     return ShardTables(
-        _read_table(file["info"]), _read_table(file["rejected"]), _python_attrs(file)
+        read_column_group(file["info"]), read_column_group(file["rejected"]), _python_attrs(file)
     )
 
 
