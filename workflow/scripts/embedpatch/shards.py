@@ -25,7 +25,6 @@ rename, and locking fails on some network file systems.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +76,7 @@ RESERVED_ATTRS = frozenset(
 )
 _JSON_ATTRS = ("config", "package_versions")
 _VERSIONED = (
+    "embedpatch",
     "numpy",
     "pydicom",
     "h5py",
@@ -207,17 +207,6 @@ class Shard(NamedTuple):
     attrs: dict[str, Any]
 
 
-def _embedpatch_version() -> str:
-    """The installed version, else the one in the source tree's pyproject.toml."""
-    try:
-        return metadata.version("embedpatch")
-    except metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-        if not pyproject.is_file():
-            return "unknown"
-        return tomllib.loads(pyproject.read_text())["project"]["version"]
-
-
 def package_versions() -> dict[str, str]:
     """Versions of everything that decides the patches' values or the file's encoding."""
     versions = {}
@@ -226,7 +215,7 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return {**versions, "hdf5": h5py.version.hdf5_version, "embedpatch": _embedpatch_version()}
+    return {**versions, "hdf5": h5py.version.hdf5_version}
 
 
 # ---- writing ----------------------------------------------------------------------------
