@@ -6,6 +6,6 @@ from embedpatch.logs import run_logged
 run_logged(
     snakemake.log[0],
     combine_shards,
-    snakemake.input.manifest,
-    snakemake.output.combined,
+    manifest_path=snakemake.input.manifest,
+    combined_path=snakemake.output.combined,
 )

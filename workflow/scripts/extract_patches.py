@@ -8,11 +8,11 @@ configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     extract_batch,
-    snakemake.params.exams,
-    snakemake.params.settings,
-    snakemake.params.shard_dir,
-    snakemake.output.record,
-    snakemake.output.table,
-    snakemake.params.n_batches,
-    snakemake.params.dicom_root,
+    specs=snakemake.params.exams,
+    settings_json=snakemake.params.settings,
+    shard_dir=snakemake.params.shard_dir,
+    record_path=snakemake.output.record,
+    table_path=snakemake.output.table,
+    n_batches=snakemake.params.n_batches,
+    dicom_root=snakemake.params.dicom_root,
 )

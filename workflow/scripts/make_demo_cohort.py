@@ -8,7 +8,7 @@ from embedpatch.logs import run_logged
 run_logged(
     snakemake.log[0],
     write_demo_cohort,
-    Path(snakemake.output.truth).parent,
+    out_dir=Path(snakemake.output.truth).parent,
     seed=snakemake.params.seed,
     n_patients=snakemake.params.n_patients,
     scale=snakemake.params.scale,

@@ -8,6 +8,6 @@ configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     write_figures,
-    dict(snakemake.input.items()),
-    dict(snakemake.output.items()),
+    inputs=dict(snakemake.input.items()),
+    outputs=dict(snakemake.output.items()),
 )

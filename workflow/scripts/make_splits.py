@@ -6,8 +6,8 @@ from embedpatch.splits import write_splits
 run_logged(
     snakemake.log[0],
     write_splits,
-    snakemake.input.manifest,
-    snakemake.output.splits,
-    snakemake.params.fractions,
-    snakemake.params.seed,
+    manifest_path=snakemake.input.manifest,
+    splits_path=snakemake.output.splits,
+    fractions=snakemake.params.fractions,
+    seed=snakemake.params.seed,
 )

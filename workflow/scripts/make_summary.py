@@ -4,5 +4,8 @@ from embedpatch.logs import run_logged
 from embedpatch.summary import write_summary
 
 run_logged(
-    snakemake.log[0], write_summary, snakemake.output.summary, **dict(snakemake.input.items())
+    snakemake.log[0],
+    write_summary,
+    summary_path=snakemake.output.summary,
+    **dict(snakemake.input.items()),
 )

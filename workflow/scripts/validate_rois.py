@@ -8,10 +8,10 @@ configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
     run_roi_stage,
-    snakemake.input.filtered,
-    snakemake.output.accepted,
-    snakemake.output.rejected,
-    snakemake.output.summary,
+    filtered_path=snakemake.input.filtered,
+    accepted_path=snakemake.output.accepted,
+    rejected_path=snakemake.output.rejected,
+    summary_path=snakemake.output.summary,
     rois_config=snakemake.params.rois,
     dicom_root=snakemake.params.dicom_root,
 )

@@ -18,12 +18,13 @@ def log_to(path: str) -> None:
     logging.getLogger("openjpeg").setLevel(logging.WARNING)  # a line per frame otherwise
 
 
-def run_logged(log_path: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_logged(log_path: str, step: Callable[..., Any], **arguments: Any) -> Any:
     """Run one pipeline step with its log going to `log_path`; a failure is logged, then
-    re-raised so the rule fails."""
+    re-raised so the rule fails. The step's arguments are passed by name: a rule script
+    says which of its inputs, outputs and params is which parameter."""
     log_to(log_path)
     try:
-        return step(*args, **kwargs)
+        return step(**arguments)
     except Exception:
         log.exception("%s failed", step.__name__)
         raise
