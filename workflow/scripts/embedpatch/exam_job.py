@@ -16,7 +16,7 @@ from embedpatch.batches import batch_name
 from embedpatch.dicom import ImageError
 from embedpatch.extract import extract_exam
 from embedpatch.manifest import read_shards
-from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError
+from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError, canonical_json
 from embedpatch.reasons import RoiReason
 from embedpatch.shards import complete_shard_attrs, write_shard
 
@@ -41,7 +41,7 @@ def spec_hash(spec_json: str) -> str:
     spec = json.loads(spec_json)
     for image in spec["images"]:
         image.pop("dicom_path", None)
-    return sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")))
+    return sha256(canonical_json(spec))
 
 
 def extract_exam_shard(

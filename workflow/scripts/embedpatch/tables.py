@@ -23,9 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from embedpatch import object_store
-
-ROI_COUNT = "num_ROI"
-LEGACY_ROI_COUNT = "num_roi"
+from embedpatch.vocab import LEGACY_ROI_COUNT, ROI_COUNT
 
 # Integers, read exactly (a trailing ".0", as left by a float round trip, is accepted).
 INT_COLUMNS = frozenset(
