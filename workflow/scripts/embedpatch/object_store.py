@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from embedpatch.block_cache import BlockCache
 from embedpatch.dicom.errors import ImageMissing, ImageOutsideRoot, ImageUnreadable, one_line
 from embedpatch.dicom.source import Range, check_range
 from embedpatch.reasons import RoiReason
@@ -58,6 +59,9 @@ class StoreOptions:
     read_timeout: float = 30.0
     max_concurrency: int = 8
     coalesce_gap: int = 1 << 20
+    cache_dir: str | None = None
+    cache_size_gb: float = 20.0
+    cache_block_size: int = 1 << 20
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> StoreOptions:
@@ -103,6 +107,13 @@ class ObjectStore:
         self.options = options
         self._filesystems: dict[tuple[int, str], Any] = {}
         self._lock = threading.Lock()
+        self.cache = (
+            None
+            if options.cache_dir is None
+            else BlockCache(
+                options.cache_dir, int(options.cache_size_gb * 1e9), options.cache_block_size
+            )
+        )
 
     def filesystem(self, protocol: str) -> Any:
         """The fsspec filesystem for `protocol`, made once per process."""
@@ -123,8 +134,10 @@ class ObjectStore:
             or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL")
         )
+        # botocore's standard mode retries throttling and 5xx with backoff; its
+        # total_max_attempts counts every try (max_attempts would count retries only).
         config = {
-            "retries": {"max_attempts": options.max_attempts, "mode": "standard"},
+            "retries": {"total_max_attempts": options.max_attempts, "mode": "standard"},
             "connect_timeout": options.connect_timeout,
             "read_timeout": options.read_timeout,
         }
@@ -137,7 +150,9 @@ class ObjectStore:
             max_concurrency=options.max_concurrency,
             skip_instance_cache=True,
         )
-        filesystem.retries = max(1, options.max_attempts)  # s3fs's own retry loop, bounded too
+        # s3fs retries throttled calls in a loop of its own around botocore's: off, so
+        # a failing object costs max_attempts requests, not their square.
+        filesystem.retries = 1
         return filesystem
 
     def _fs(self, url: str) -> Any:
@@ -211,15 +226,19 @@ class ObjectSource:
         self.identity = object_identity(info)
 
     def read(self, offset: int, length: int) -> bytes:
-        check_range(self, offset, length)
-        (data,) = self._store.read_ranges(self.name, [(offset, length)])
-        if len(data) != length:
-            raise ImageUnreadable(f"{self.name}: {len(data)} of {length} bytes at {offset}")
+        (data,) = self.read_ranges([(offset, length)])
         return data
 
     def read_ranges(self, ranges: Sequence[Range]) -> list[bytes]:
         for offset, length in ranges:
             check_range(self, offset, length)
+        cache = self._store.cache
+        if cache is None:
+            return self._fetch(ranges)
+        return cache.read_ranges(self.name, self.identity, self.size, ranges, self._fetch)
+
+    def _fetch(self, ranges: Sequence[Range]) -> list[bytes]:
+        """Each range's bytes from the store, nearby ranges fetched as one GET."""
         merged, where = coalesce(ranges, self._store.options.coalesce_gap)
         chunks = self._store.read_ranges(self.name, merged)
         for (offset, length), chunk in zip(merged, chunks, strict=True):

@@ -31,6 +31,7 @@ from embedpatch.dicom.source import ByteSource, check_range
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 ITEM_HEADER = 8
+_DELIMITER_ITEM = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 _JPEG_END = b"\xff\xd9"  # EOI (JPEG, JPEG-LS) and EOC (JPEG 2000) markers
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
 _JPEG_2000_PREFIX = "1.2.840.10008.1.2.4.9"
@@ -109,7 +110,12 @@ class FrameIndex:
             self.spans = self._from_scan(first, UID(dataset.file_meta.TransferSyntaxUID))
 
     def _ending_at_delimiter(self, start: int) -> int:
-        """Walk the items from `start` to the sequence delimiter; where the delimiter starts."""
+        """Where the sequence delimiter after the item at `start` begins: the file's last 8
+        bytes when they are it (one small read; the last frame's items are checked to tile
+        up to it when that frame is read), else found by walking the items from `start`."""
+        tail = self._source.size - ITEM_HEADER
+        if tail > start and self._source.read(tail, ITEM_HEADER) == _DELIMITER_ITEM:
+            return tail
         position = start
         while True:
             tag, length = _read_item_header(self._source, position)
