@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import jsonschema
 import yaml
 
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
+from embedpatch.patch_spec import PatchSettings
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -123,11 +123,10 @@ def negatives_per_image(config: Mapping[str, Any]) -> int:
 
 
 def extraction_settings(config: Mapping[str, Any]) -> str:
-    """The settings every extraction job gets, as canonical JSON (a change reruns all exams).
+    """The settings every extraction job gets (patch_spec.PatchSettings), as canonical JSON:
+    a change reruns all exams.
 
     Left out: negatives_per_image (part of each exam's own specification) and batches
     (which job an exam runs in, not what its shard holds).
     """
-    not_settings = {"negatives_per_image", "batches"}
-    settings = {k: v for k, v in config["patches"].items() if k not in not_settings}
-    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return PatchSettings.settings_json(config["patches"])
