@@ -57,20 +57,8 @@ ROW_GROUP_ROWS = 65_536
 
 # What the image is, then which images the config asks for, then whether its file
 # can be located and the row identified: a row failing several checks is reported
-# under the first.
-CHECK_ORDER = (
-    FilterReason.IMAGE_TYPE,
-    FilterReason.CVIEW_EXCLUDED,
-    FilterReason.DBT_WITHOUT_ROI,
-    FilterReason.SPOT_MAG,
-    FilterReason.VIEW_POSITION,
-    FilterReason.LATERALITY,
-    FilterReason.MANUFACTURER,
-    FilterReason.PATH_MISSING,
-    FilterReason.PATH_OUTSIDE_ROOT,
-    FilterReason.ID_INVALID,
-    FilterReason.DUPLICATE_PATH,
-)
+# under the first. The order is FilterReason's own.
+CHECK_ORDER = tuple(FilterReason)
 DROPPED_SCHEMA = pa.schema(
     [
         *zip(IDENTIFIERS, [pa.int64(), pa.int64(), pa.string(), pa.string()], strict=True),

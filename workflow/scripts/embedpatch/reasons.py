@@ -4,7 +4,8 @@ from enum import StrEnum
 
 
 class FilterReason(StrEnum):
-    """Why the metadata filter did not keep an image row."""
+    """Why the metadata filter did not keep an image row, in the order the filter checks: a
+    row failing several checks gets the first (filtering.CHECK_ORDER)."""
 
     IMAGE_TYPE = "image_type"  # FinalImageType not 2D / 3D / cview
     CVIEW_EXCLUDED = "cview_excluded"  # C-view row while cview_as_2d is false
@@ -13,8 +14,8 @@ class FilterReason(StrEnum):
     VIEW_POSITION = "view_position"  # ViewPosition not in filter.view_positions
     LATERALITY = "laterality"  # ImageLateralityFinal not in filter.lateralities
     MANUFACTURER = "manufacturer"  # Manufacturer not in filter.manufacturers
-    PATH_OUTSIDE_ROOT = "path_outside_root"  # anon_dicom_path escapes dicom_root
     PATH_MISSING = "path_missing"  # anon_dicom_path empty
+    PATH_OUTSIDE_ROOT = "path_outside_root"  # anon_dicom_path escapes dicom_root
     ID_INVALID = "id_invalid"  # empi_anon or acc_anon missing or negative
     DUPLICATE_PATH = "duplicate_path"  # same dicom_path as an earlier kept row (first kept)
 

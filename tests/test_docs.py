@@ -1,0 +1,30 @@
+"""What the README restates from the code (reason codes and their order) agrees with the code."""
+
+import re
+from pathlib import Path
+
+from embedpatch.filtering import CHECK_ORDER
+from embedpatch.reasons import RoiReason
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+CODE = re.compile(r"`([a-z0-9_]+)`")
+
+
+def section(title: str) -> str:
+    """The README's text from the heading `title` to the next heading."""
+    start = README.index(f"\n### {title}\n")
+    return README[start : README.index("\n#", start + 1)]
+
+
+def test_filter_reasons_are_listed_in_the_order_the_filter_checks():
+    text = section("Stage 1: metadata filtering")
+    listing = text[text.index("in this order:") :].split("\n\n")[1]
+    codes = [code for code in CODE.findall(listing) if code in set(CHECK_ORDER)]
+    assert codes == [reason.value for reason in CHECK_ORDER]
+
+
+def test_roi_reason_table_lists_every_code_in_the_code_order():
+    rows = [line for line in section("Stage 2: ROI parsing and validation").splitlines()]
+    table = [line.split("|")[1] for line in rows if line.startswith("| `")]
+    codes = [code for cell in table for code in CODE.findall(cell)]
+    assert codes == [reason.value for reason in RoiReason]
