@@ -1,5 +1,5 @@
 # EMBED ROI patch pipeline: metadata filtering, ROI validation, patch shards, report.
-# Run `snakemake --cores N`; configuration in config.yaml (schema in workflow/schemas/).
+# Run `snakemake --cores N`; configuration in config.yaml (schema: embedpatch/config.schema.yaml).
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 
+import embedpatch
 from embedpatch.config import (
     ConfigError,
+    config_schema,
     extraction_settings,
     negatives_per_image,
     resolve_inputs,
@@ -126,7 +129,15 @@ def test_extraction_settings_are_canonical_and_complete():
 
 
 def test_compression_choices_are_the_shard_writers():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    schema = config_schema()
     choices = schema["properties"]["patches"]["properties"]["compression"]
     assert set(choices["enum"]) == set(COMPRESSIONS)
     assert choices["default"] == DEFAULT_COMPRESSION
+
+
+def test_the_package_reads_nothing_outside_itself():
+    """The schema is package data; no module climbs out of the package to find a file."""
+    assert resources.files("embedpatch").joinpath("config.schema.yaml").is_file()
+    package = Path(embedpatch.__file__).parent
+    climbing = [path.name for path in package.rglob("*.py") if "parents[" in path.read_text()]
+    assert climbing == []

@@ -1,11 +1,19 @@
-"""Validate the pipeline's configuration against its JSON schema, filling defaults."""
+"""Validate the pipeline's configuration against its JSON schema, filling defaults.
+
+The schema, config.schema.yaml, documents every key with its default; it is package
+data of embedpatch (read with importlib.resources), so the package reads nothing
+outside itself. Validation uses jsonschema directly rather than
+snakemake.utils.validate: the library and its tests validate configs without
+Snakemake, and a bad value stops the run with one line naming the key. After the
+schema, `validate_config` checks what a schema cannot say (which inputs go together).
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -14,7 +22,7 @@ import yaml
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
 from embedpatch.patch_spec import PatchSettings
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -43,12 +51,17 @@ def _key_of(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
-def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict:
+def config_schema() -> dict:
+    """The config's JSON schema (package data)."""
+    return yaml.safe_load(resources.files("embedpatch").joinpath(SCHEMA).read_text())
+
+
+def validate_config(config: Mapping[str, Any]) -> dict:
     """Return a copy of `config` validated against the schema with defaults filled in.
 
     Raises ConfigError with one line naming the offending key and what was expected.
     """
-    schema = yaml.safe_load(schema_path.read_text())
+    schema = config_schema()
     filled = copy.deepcopy(dict(config))
     error = jsonschema.exceptions.best_match(_DefaultFillingValidator(schema).iter_errors(filled))
     if error is not None:
