@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,9 @@ def run_snakemake(
     *args: str,
     configfiles: Sequence[Path] = (DEMO_CONFIG,),
     cores: int | None = 2,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the workflow (default target unless `args` name one), output captured."""
+    """Run the workflow (default target unless `args` name one), output captured; `env`
+    replaces the environment when given."""
     command = snakemake_command(workdir, *args, configfiles=configfiles, cores=cores)
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    return subprocess.run(command, capture_output=True, text=True, check=False, env=env)

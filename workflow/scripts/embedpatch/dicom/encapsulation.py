@@ -175,7 +175,7 @@ class FrameIndex:
         tails = self._source.read_ranges([(span.end - 3, 3) for span in fragments])
         spans, start = [], fragments[0].start
         for span, tail in zip(fragments, tails, strict=True):
-            if tail.endswith(_JPEG_END) or tail[:2] == _JPEG_END:
+            if _ends_a_frame(tail):
                 spans.append(Span(start, span.end))
                 start = span.end
         if len(spans) != self.frames or spans[-1].end != fragments[-1].end:
@@ -196,9 +196,12 @@ def _is_jpeg_family(syntax: UID) -> bool:
     return syntax.startswith("1.2.840.10008.1.2.4.") and syntax != RLELossless
 
 
-def _strip_padding(data: bytes) -> bytes:
-    """`data` without the one zero byte that pads an odd-length value to even length."""
-    return data[:-1] if data.endswith(b"\x00") else data
+def _ends_a_frame(data: bytes) -> bool:
+    """Whether `data` ends with the end marker, or with it and one padding byte (0x00, or
+    the 0xFF fill byte some encoders use to reach an even length)."""
+    return data.endswith(_JPEG_END) or (
+        data[-3:-1] == _JPEG_END and data[-1:] in (b"\x00", b"\xff")
+    )
 
 
 def check_codestream(data: bytes, syntax: UID, bits_allocated: int, name: str) -> None:
@@ -213,7 +216,7 @@ def check_codestream(data: bytes, syntax: UID, bits_allocated: int, name: str) -
     else:
         starts = data.startswith(b"\xff\xd8")
         what = "JPEG stream (SOI ... EOI)"
-    if not (starts and _strip_padding(data).endswith(_JPEG_END)):
+    if not (starts and _ends_a_frame(data)):
         raise ImageUnreadable(f"{name}: not a whole {what}: cut short or misplaced")
 
 

@@ -121,8 +121,9 @@ class NativeFrames:
         return np.ascontiguousarray(rows[:, ::factor])
 
 
-def _pixel_module(layout: PixelLayout, frame: bytes) -> Dataset:
-    """A one-frame dataset holding `frame` encapsulated, with the image's pixel attributes."""
+def _pixel_module(layout: PixelLayout, pixel_data: bytes, frames: int = 1) -> Dataset:
+    """A dataset of `frames` frames holding `pixel_data` (as stored: encapsulated or not),
+    with the image's pixel attributes."""
     header = layout.header
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
@@ -137,8 +138,8 @@ def _pixel_module(layout: PixelLayout, frame: bytes) -> Dataset:
     dataset.BitsStored = header.bits_stored
     dataset.PixelRepresentation = header.pixel_representation
     dataset.PhotometricInterpretation = header.photometric_interpretation
-    dataset.NumberOfFrames = 1
-    dataset.PixelData = encapsulate([frame])
+    dataset.NumberOfFrames = frames
+    dataset.PixelData = pixel_data
     dataset["PixelData"].VR = "OB"
     return dataset
 
@@ -170,7 +171,7 @@ class DecodedFrames:
     def _decoded(self, index: int) -> np.ndarray:
         if not self._is_cached(index):
             self._cached = None  # free the previous frame before decoding the next one
-            dataset = _pixel_module(self._layout, self.codestream(index))
+            dataset = _pixel_module(self._layout, encapsulate([self.codestream(index)]))
             try:
                 pixels, _ = get_decoder(self._syntax).as_array(dataset, index=0)
             except Exception as error:  # decoders raise many kinds on bad data
@@ -233,11 +234,8 @@ class BitPackedFrames:
     images are small: a frame of 67 M pixels is 8 MB) and pydicom unpacks each frame."""
 
     def __init__(self, source: ByteSource, layout: PixelLayout) -> None:
-        self._dataset = _pixel_module(layout, b"")
-        self._dataset.NumberOfFrames = layout.header.number_of_frames
-        self._dataset.file_meta.TransferSyntaxUID = layout.header.transfer_syntax_uid
-        self._dataset.PixelData = source.read(layout.value_offset, layout.value_length or 0)
-        self._dataset["PixelData"].VR = "OB"
+        pixel_data = source.read(layout.value_offset, layout.value_length or 0)
+        self._dataset = _pixel_module(layout, pixel_data, layout.header.number_of_frames)
         self._decoder = get_decoder(UID(layout.header.transfer_syntax_uid))
 
     def frame(self, index: int) -> np.ndarray:

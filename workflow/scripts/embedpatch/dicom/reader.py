@@ -37,10 +37,11 @@ def open_source(location: Location, root: str | os.PathLike | None = None) -> By
 
 def _frames_for(source: ByteSource, layout: PixelLayout) -> FrameReader:
     header = layout.header
-    if header.samples_per_pixel != 1:
+    grayscale = header.photometric_interpretation in ("MONOCHROME1", "MONOCHROME2")
+    if header.samples_per_pixel != 1 or not grayscale:
         raise ImageUnreadable(
-            f"{source.name}: {header.samples_per_pixel} samples per pixel, "
-            "only grayscale images are supported"
+            f"{source.name}: {header.photometric_interpretation}, {header.samples_per_pixel} "
+            "samples per pixel: only grayscale (MONOCHROME1 / MONOCHROME2) images are supported"
         )
     syntax = UID(header.transfer_syntax_uid)
     if not syntax.is_encapsulated:

@@ -1,0 +1,156 @@
+"""The whole workflow run straight from a bucket on a real S3 server (moto behind the lab's
+proxy): the same outputs as a local run, no credential in any output, per-image faults
+recorded (and retried on the next run), a wrong bucket stopped before any job."""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from embedpatch.demo import SOURCE_PREFIX
+from s3lab import DUMMY_CREDENTIALS
+from snakemake_runner import run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+PATCHES = {"size": 48, "negatives_per_image": 1}
+SECRET = f"secret-{uuid.uuid4().hex}"  # planted as the secret key: must reach no output
+
+
+def write_config(workdir: Path, metadata: str, clinical: str, root: str, **extra) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "metadata": metadata,
+        "clinical": clinical,
+        "dicom_root": root,
+        "path_rewrite": [{"from": SOURCE_PREFIX, "to": f"{root}/"}],
+        "patches": PATCHES,
+        **extra,
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir / "config.yaml"
+
+
+def lab_env(s3lab) -> dict[str, str]:
+    """The process environment with the lab as endpoint, a planted secret, and no
+    instance-metadata lookups (they would leave the loopback)."""
+    return {
+        **os.environ,
+        **DUMMY_CREDENTIALS,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": s3lab.endpoint_url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def run(workdir: Path, env: dict | None = None, *args: str):
+    return run_snakemake(workdir, *args, configfiles=(workdir / "config.yaml",), env=env)
+
+
+def s3_config(workdir: Path, cohort, **extra) -> Path:
+    return write_config(
+        workdir,
+        f"{cohort.root}/tables/metadata.csv",
+        f"{cohort.root}/tables/clinical.csv",
+        f"{cohort.root}/images",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, demo_cohort):
+    workdir = tmp_path_factory.mktemp("local_run")
+    tables = demo_cohort / "tables"
+    write_config(
+        workdir,
+        str(tables / "metadata.csv"),
+        str(tables / "clinical.csv"),
+        str(demo_cohort / "images"),
+    )
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir / "results"
+
+
+@pytest.fixture(scope="module")
+def s3_run(tmp_path_factory, s3lab_session, demo_cohort_s3):
+    workdir = tmp_path_factory.mktemp("s3_run")
+    s3_config(workdir, demo_cohort_s3)
+    s3lab_session.proxy.reset()
+    result = run(workdir, lab_env(s3lab_session))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, s3lab_session.proxy.records()
+
+
+def test_the_bucket_run_writes_what_the_local_run_writes(local_run, s3_run):
+    workdir, _ = s3_run
+    results = workdir / "results"
+    local_manifest = pd.read_parquet(local_run / "manifest.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(results / "manifest.parquet"), local_manifest)
+    shards = sorted(path.name for path in (local_run / "patches").glob("*.h5"))
+    assert shards and shards == sorted(path.name for path in (results / "patches").glob("*.h5"))
+    for name in shards:
+        assert (results / "patches" / name).read_bytes() == (
+            local_run / "patches" / name
+        ).read_bytes(), name
+
+
+def test_the_summary_states_what_each_stage_fetched(s3_run):
+    workdir, records = s3_run
+    summary = json.loads((workdir / "results/summary.json").read_text())
+    fetched = summary["object_store"]
+    assert fetched["rois"]["bytes"] > 0 and fetched["patches"]["bytes"] > 0
+    assert fetched["filter"]["requests"] >= 2  # the metadata and clinical tables
+    image_bytes = sum(r.body_bytes for r in records if r.key.endswith(".dcm"))
+    assert fetched["rois"]["bytes"] + fetched["patches"]["bytes"] <= image_bytes
+
+
+def test_no_credential_reaches_any_output_or_log(s3_run):
+    workdir, _ = s3_run
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_image_faults_are_recorded_and_retried_by_rerunning_the_stage(
+    tmp_path, s3lab, demo_cohort_s3, local_run
+):
+    manifest = pd.read_parquet(local_run / "manifest.parquet")
+    images = manifest.drop_duplicates("anon_dicom_path")["anon_dicom_path"].tolist()
+    denied, missing, throttled = (path.removeprefix(SOURCE_PREFIX) for path in images[:3])
+    proxy = s3lab.proxy
+    proxy.add_fault(f"*/{denied}", status=403, code="AccessDenied")
+    proxy.add_fault(f"*/{missing}", status=404, code="NoSuchKey")
+    proxy.add_fault(f"*/{throttled}", status=503, methods=["GET"], code="SlowDown")
+    s3_config(tmp_path, demo_cohort_s3)
+    env = lab_env(s3lab)
+    result = run(tmp_path, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rejected = pd.read_parquet(tmp_path / "results/rois/rejected.parquet")
+    reasons = rejected.set_index("anon_dicom_path")["reason"]
+    assert reasons[SOURCE_PREFIX + denied] == "image_unavailable"
+    assert reasons[SOURCE_PREFIX + missing] == "image_missing"
+    assert reasons[SOURCE_PREFIX + throttled] == "image_unavailable"
+    proxy.clear_faults()
+    result = run(tmp_path, env, "-R", "validate_rois")  # the store answers again: retried
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = pd.read_parquet(tmp_path / "results/manifest.parquet")
+    pd.testing.assert_frame_equal(again, manifest)
+
+
+def test_a_wrong_bucket_stops_before_any_job(tmp_path, s3lab, demo_cohort_s3):
+    write_config(
+        tmp_path,
+        "s3://no-such-embed-bucket/tables/metadata.csv",
+        None,
+        "s3://no-such-embed-bucket/images",
+    )
+    result = run(tmp_path, lab_env(s3lab))
+    assert result.returncode != 0
+    message = [line for line in result.stderr.splitlines() if line.startswith("Object store:")]
+    assert message and "does not exist: check the bucket name and prefix" in message[0]
+    assert not (tmp_path / "results").exists()
