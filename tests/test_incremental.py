@@ -148,10 +148,12 @@ def test_a_new_exam_recomputes_only_that_exam(workdir, full_table, roi_exams):
     assert (manifest["acc_anon"].astype(str) == new).any()
 
 
-def test_a_changed_roi_recomputes_only_its_exam(workdir, roi_exams):
+def test_a_changed_roi_recomputes_only_its_exam(workdir):
     table = read_table(workdir / "metadata.csv")
-    changed = roi_exams[0]
-    row = table.index[(table["acc_anon"] == changed) & table["ROI_coords"].str.match(r"^\[\[\d")][0]
+    accepted = pd.read_parquet(workdir / "results/rois/rois.parquet")["anon_dicom_path"]
+    one_box = table["ROI_coords"].str.match(r"^\[\[\d+, \d+, \d+, \d+\]\]$")
+    row = table.index[one_box & table["anon_dicom_path"].isin(accepted)][0]  # an accepted ROI
+    changed = table.at[row, "acc_anon"]
     ymin, xmin, ymax, xmax = json.loads(table.at[row, "ROI_coords"])[0]
     table.at[row, "ROI_coords"] = json.dumps([[ymin + 2, xmin + 2, ymax + 2, xmax + 2]])
     write_table(table, workdir / "metadata.csv")
