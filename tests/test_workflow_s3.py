@@ -116,27 +116,32 @@ def test_no_credential_reaches_any_output_or_log(s3_run):
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_image_faults_are_recorded_and_retried_by_rerunning_the_stage(
+def test_image_faults_are_recorded_and_retried_by_rerunning_the_stages(
     tmp_path, s3lab, demo_cohort_s3, local_run
 ):
     manifest = pd.read_parquet(local_run / "manifest.parquet")
-    images = manifest.drop_duplicates("anon_dicom_path")["anon_dicom_path"].tolist()
-    denied, missing, throttled = (path.removeprefix(SOURCE_PREFIX) for path in images[:3])
+    with_rois = manifest.loc[manifest["label"] == "roi", "anon_dicom_path"].unique()
+    negatives_only = sorted(set(manifest["anon_dicom_path"]) - set(with_rois))
+    denied, missing = (path.removeprefix(SOURCE_PREFIX) for path in sorted(with_rois)[:2])
+    throttled = negatives_only[0].removeprefix(SOURCE_PREFIX)  # first read by extraction
     proxy = s3lab.proxy
     proxy.add_fault(f"*/{denied}", status=403, code="AccessDenied")
     proxy.add_fault(f"*/{missing}", status=404, code="NoSuchKey")
     proxy.add_fault(f"*/{throttled}", status=503, methods=["GET"], code="SlowDown")
     s3_config(tmp_path, demo_cohort_s3)
     env = lab_env(s3lab)
-    result = run(tmp_path, env)
+    result = run(tmp_path, env, "results/manifest.parquet")
     assert result.returncode == 0, result.stderr[-3000:]
     rejected = pd.read_parquet(tmp_path / "results/rois/rejected.parquet")
-    reasons = rejected.set_index("anon_dicom_path")["reason"]
-    assert reasons[SOURCE_PREFIX + denied] == "image_unavailable"
-    assert reasons[SOURCE_PREFIX + missing] == "image_missing"
-    assert reasons[SOURCE_PREFIX + throttled] == "image_unavailable"
+    found = rejected.set_index("anon_dicom_path")[["reason", "stage"]].apply(tuple, axis=1)
+    assert found[SOURCE_PREFIX + denied] == ("image_unavailable", "validate")
+    assert found[SOURCE_PREFIX + missing] == ("image_missing", "validate")
+    assert found[SOURCE_PREFIX + throttled] == ("image_unavailable", "extract")
     proxy.clear_faults()
-    result = run(tmp_path, env, "-R", "validate_rois")  # the store answers again: retried
+    # the store answers again: rerunning both stages reads those images
+    result = run(
+        tmp_path, env, "results/manifest.parquet", "-R", "validate_rois", "extract_patches"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     again = pd.read_parquet(tmp_path / "results/manifest.parquet")
     pd.testing.assert_frame_equal(again, manifest)
