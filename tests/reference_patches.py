@@ -1,6 +1,7 @@
 """An independent reference for patch pixels: pydicom's whole-image decode, then the
 padding semantics restated in plain numpy (no embedpatch.padding), for the tests."""
 
+from collections.abc import Iterable
 from functools import cache
 
 import numpy as np
@@ -13,6 +14,12 @@ def decoded(path: str) -> np.ndarray:
     """The whole image as pydicom decodes it, (frames, rows, columns)."""
     pixels = pydicom.pixels.pixel_array(path)
     return pixels.reshape(-1, *pixels.shape[-2:])
+
+
+def reference_dtype(paths: Iterable[str]) -> np.dtype:
+    """The dtype of an exam's stored patches, from pydicom's decode of the images that gave
+    patches: numpy's result type of theirs, native byte order (one image type: its own)."""
+    return np.result_type(*(decoded(str(path)).dtype for path in paths)).newbyteorder("=")
 
 
 def dicom_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The combined file: a virtual dataset equal to the shards, movable, with the manifest."""
+"""The combined file: a virtual dataset equal to the shards, movable, with the manifest; shards
+of several dtypes served in their lossless common dtype."""
 
 import shutil
 import subprocess
@@ -12,9 +13,17 @@ import pytest
 
 from embedpatch.combine import combine_shards, missing_sources, open_combined
 from embedpatch.dataset import PatchDataset
-from embedpatch.shards import read_column_group as _read_table
-from embedpatch.shards import read_shard
-from test_dataset import write_results
+from embedpatch.shards import (
+    ExamPatches,
+    LossyCastError,
+    common_dtype,
+    read_shard,
+    write_shard,
+)
+from embedpatch.shards import (
+    read_column_group as _read_table,
+)
+from test_dataset import MIXED_EXAMS, exam_dtype, reference, write_mixed_results, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +150,85 @@ def test_an_empty_manifest_gives_an_empty_combined_file(results):
     assert combine(results) and len(PatchDataset(results)) == 0
     with open_combined(results / "patches_combined.h5") as file:
         assert file["patches"].shape[0] == 0 and len(file["manifest/shard"]) == 0
+
+
+# ---- shards of several dtypes -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """Shards cut from real DICOMs: uint16, int16 (one big-endian), uint8, and exams mixing
+    them (int32, uint16); see test_dataset.MIXED_EXAMS."""
+    results = write_mixed_results(tmp_path_factory.mktemp("mixed"))
+    combine(results)
+    return results
+
+
+def test_mixed_shards_combine_into_their_lossless_common_dtype(mixed):
+    assert_combined_equals_shards(mixed)
+    manifest = pd.read_parquet(mixed / "manifest.parquet")
+    with open_combined(mixed / "patches_combined.h5") as file:
+        patches = file["patches"]
+        assert patches.dtype == np.int32  # int16 with uint16 (and uint8)
+        names = file["manifest/dtype"].asstr()[()]
+        sources = {source.file_name for source in patches.virtual_sources()}
+        assert len(sources) == len(MIXED_EXAMS)
+        for position, row in enumerate(manifest.to_dict("records")):
+            patch, expected = patches[position], reference(mixed, row)
+            np.testing.assert_array_equal(patch, expected, err_msg=str(row))
+            stored = patch.astype(names[position])  # the shard's own dtype, exactly
+            assert stored.dtype == np.dtype(row["dtype"]) == exam_dtype(mixed, row["acc_anon"])
+            shard = read_shard(mixed / row["shard"]).patches
+            np.testing.assert_array_equal(stored, shard[row["index"]])
+            unconverted = patches.astype(names[position])[position]  # HDF5 reads it as stored
+            assert unconverted.dtype == stored.dtype
+            np.testing.assert_array_equal(unconverted, shard[row["index"]])
+            assert np.array_equal(patch.astype(expected.dtype), expected)
+    assert set(names) == {"uint16", "int16", "uint8", "int32"}
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "expected"),
+    [(["uint8"], np.uint8), (["uint8", "uint16"], np.uint16), (["int16", "uint8"], np.int16)],
+)
+def test_the_combined_dtype_is_the_narrowest_holding_every_shard(mixed, dtypes, expected):
+    manifest = pd.read_parquet(mixed / "manifest.parquet")
+    name = "_".join(dtypes)
+    manifest[manifest["dtype"].isin(dtypes)].to_parquet(mixed / f"{name}.parquet")
+    combine_shards(str(mixed / f"{name}.parquet"), str(mixed / f"{name}.h5"))
+    with open_combined(mixed / f"{name}.h5") as file:
+        assert file["patches"].dtype == expected
+        assert set(file["manifest/dtype"].asstr()[()]) == set(dtypes)
+
+
+def test_a_manifest_dtype_other_than_the_shards_is_refused(mixed, tmp_path):
+    manifest = pd.read_parquet(mixed / "manifest.parquet")
+    manifest.loc[manifest["dtype"] == "int16", "dtype"] = "uint16"
+    manifest.to_parquet(mixed / "stale.parquet")
+    with pytest.raises(ValueError, match="patches of dtype int16, the manifest says"):
+        combine_shards(str(mixed / "stale.parquet"), str(tmp_path / "combined.h5"))
+    assert not (tmp_path / "combined.h5").exists()
+
+
+def test_the_common_dtype_is_lossless_or_refused():
+    assert common_dtype(["uint8", "uint16"]) == np.uint16
+    assert common_dtype(["uint16", ">i2"]) == np.int32
+    assert common_dtype([">u2"]).isnative
+    assert common_dtype(["int32", "float32"]) == np.float64
+    with pytest.raises(LossyCastError, match="uint64"):
+        common_dtype(["uint64", "int64"])  # numpy's result type: float64, 53 bits
+
+
+def test_shards_without_a_lossless_common_dtype_are_refused(results):
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    for shard, dtype in zip(manifest["shard"].unique()[:2], [np.uint64, np.int64], strict=True):
+        stored = read_shard(results / shard)
+        acc, empi = stored.attrs["acc_anon"], stored.attrs["empi_anon"]
+        patches = stored.patches.astype(dtype)
+        exam = ExamPatches(acc, empi, patches, stored.info, stored.rejections)
+        write_shard(results / shard, exam, {"config_hash": "test", "config": {}})
+    manifest = manifest.drop(columns="dtype")  # a manifest from before the dtype column
+    manifest.to_parquet(results / "manifest.parquet")
+    with pytest.raises(LossyCastError, match="int64"):
+        combine_shards(str(results / "manifest.parquet"), str(results / "patches_combined.h5"))
+    assert not (results / "patches_combined.h5").exists()

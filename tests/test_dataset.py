@@ -1,7 +1,9 @@
-"""PatchDataset: filters, items equal to the shards, caching, pickling, fork and torch workers."""
+"""PatchDataset: filters, items equal to the shards, caching, pickling, fork and torch workers,
+images of several pixel types (uint8, uint16, int16, big-endian)."""
 
 import contextlib
 import functools
+import json
 import multiprocessing
 import os
 import pickle
@@ -12,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydicom import uid
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from embedpatch.dataset import PatchDataset, as_torch, torch_dataset
+from embedpatch.exam_job import extract_exam_shard
 from embedpatch.extract import (
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
@@ -21,9 +26,11 @@ from embedpatch.extract import (
     REJECTION_INT_COLUMNS,
     typed_table,
 )
+from embedpatch.manifest import manifest_from_batch_tables
 from embedpatch.shards import ExamPatches, read_shard, read_shard_tables, write_shard
 from embedpatch.splits import DEFAULT_FRACTIONS, write_splits
 from pipeline_manifest import build_manifest
+from reference_patches import decoded, reference_dtype, reference_origin, reference_patch
 
 SIZE = 16
 IMAGES = [  # FinalImageType, ImageLateralityFinal, ViewPosition, frames
@@ -328,3 +335,198 @@ def test_torch_metadata_fills_missing_values(results):
     assert set(metadata["ImageLateralityFinal"]) == {""}
     severity = dataset.dataset.manifest["clin_path_severity_min"].fillna(-1)
     assert metadata["clin_path_severity_min"].tolist() == severity.tolist()
+
+
+# ---- images of several pixel types ------------------------------------------------------------
+
+MIXED_SIZE = 16
+PIXEL_TYPES = {  # name: stored dtype, Bits Stored, transfer syntax of the DICOM file
+    "uint16": (np.uint16, 12, uid.ExplicitVRLittleEndian),
+    "int16": (np.int16, 12, uid.ExplicitVRLittleEndian),
+    "int16_big_endian": (np.int16, 12, uid.ExplicitVRBigEndian),
+    "uint8": (np.uint8, 8, uid.ExplicitVRLittleEndian),
+    "int16_rle": (np.int16, 16, uid.RLELossless),
+}
+MIXED_EXAMS = {  # acc_anon: the pixel types of its images, one image each
+    7_000_000_000_000_001: ["uint16"],
+    7_000_000_000_000_002: ["int16_big_endian"],
+    7_000_000_000_000_003: ["uint8"],
+    7_000_000_000_000_004: ["int16_rle", "int16"],
+    7_000_000_000_000_005: ["uint16", "int16_big_endian"],  # int32 in the shard
+    7_000_000_000_000_006: ["uint8", "uint16"],  # uint16 in the shard
+}
+MIXED_SETTINGS = {
+    "size": MIXED_SIZE,
+    "padding": ["tissue", "black"],
+    "dbt_frames": "all",
+    "negative_margin": 0,
+    "seed": 0,
+    "pixel_values": "stored",
+}
+MIXED_BOXES = [[2, 3, 12, 9], [18, 34, 30, 44]]  # in the 30 x 44 images; the second at a corner
+
+
+def write_image(path: Path, pixel_type: str, seed: int) -> np.ndarray:
+    """A 30 x 44 DICOM image of random values over its whole stored range, written by pydicom;
+    the values (as written, native byte order)."""
+    dtype, bits, syntax = PIXEL_TYPES[pixel_type]
+    signed = np.dtype(dtype).kind == "i"
+    low, high = (-(1 << bits - 1), 1 << bits - 1) if signed else (0, 1 << bits)
+    values = np.random.default_rng(seed).integers(low, high, (30, 44)).astype(dtype)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = uid.DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPInstanceUID = uid.generate_uid(entropy_srcs=[str(path)])
+    ds.set_pixel_data(values, "MONOCHROME2", bits, generate_instance_uid=False)
+    if syntax == uid.ExplicitVRBigEndian:
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = values.astype(values.dtype.newbyteorder(">")).tobytes()
+    elif syntax != uid.ExplicitVRLittleEndian:
+        ds.compress(syntax, generate_instance_uid=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return values
+
+
+def mixed_spec(acc: int, empi: int, paths: list[Path]) -> dict:
+    """The exam's specification: both boxes on every image, no negatives."""
+    rois = [
+        dict(zip(["ymin", "xmin", "ymax", "xmax"], box, strict=True))
+        | {"roi_index": index, "frames": []}
+        for index, box in enumerate(MIXED_BOXES)
+    ]
+    images = [
+        {
+            "anon_dicom_path": f"/mnt/NAS2/mammo/anon_dicom/cohort_1/{empi}/{acc}/{path.name}",
+            "dicom_path": str(path),
+            "FinalImageType": "2D",
+            "ImageLateralityFinal": "L",
+            "ViewPosition": "CC",
+            "rois": rois,
+            "negatives": 0,
+            "avoid": [],
+        }
+        for path in paths
+    ]
+    return {"acc_anon": acc, "empi_anon": empi, "images": images}
+
+
+def write_mixed_results(results: Path) -> Path:
+    """A results folder from real DICOMs of several pixel types (MIXED_EXAMS): shards cut by
+    the extraction job, manifest.parquet, splits.parquet, and images/ with the files."""
+    shards = []
+    for number, (acc, types) in enumerate(MIXED_EXAMS.items()):
+        empi = 20_000_000 + number
+        paths = [results / "images" / f"{acc}_{i}_{name}.dcm" for i, name in enumerate(types)]
+        for i, (path, name) in enumerate(zip(paths, types, strict=True)):
+            write_image(path, name, seed=10 * number + i)
+        shards.append(results / "patches" / f"{acc}.h5")
+        spec = json.dumps(mixed_spec(acc, empi, paths))
+        extract_exam_shard(spec, json.dumps(MIXED_SETTINGS), str(shards[-1]))
+    filtered = results / "filtered.parquet"
+    pd.DataFrame({"anon_dicom_path": pd.Series([], dtype="string")}).to_parquet(filtered)
+    manifest, rejected = build_manifest([str(s) for s in shards], str(results), str(filtered))
+    assert rejected.empty
+    manifest.to_parquet(results / "manifest.parquet", index=False)
+    write_splits(results / "manifest.parquet", results / "splits.parquet", DEFAULT_FRACTIONS, 0)
+    return results
+
+
+def image_path(results: Path, row: dict) -> Path:
+    return results / "images" / Path(row["anon_dicom_path"]).name
+
+
+def exam_dtype(results: Path, acc: int) -> np.dtype:
+    """What the exam's shard must hold: numpy's result type of its images' pydicom dtypes,
+    native byte order; an image's own dtype when it is alone."""
+    return reference_dtype(sorted((results / "images").glob(f"{acc}_*.dcm")))
+
+
+def reference(results: Path, row: dict) -> np.ndarray:
+    """The patch from pydicom's whole-image decode (reference_patches), in pydicom's dtype."""
+    values = decoded(str(image_path(results, row)))[0]
+    box = (row["ymin"], row["xmin"], row["ymax"], row["xmax"])
+    origin, kept = reference_origin(box, *values.shape, row["patch_size"], row["padding"])
+    return reference_patch(values, origin, kept, row["patch_size"])
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    return write_mixed_results(tmp_path_factory.mktemp("mixed"))
+
+
+def test_mixed_pixel_types_are_served_with_their_values_and_dtypes(mixed):
+    dataset = PatchDataset(mixed)
+    assert dataset.dtype is None and len(dataset) == 2 * 2 * 9  # boxes x paddings x images
+    assert set(dataset.manifest["dtype"]) == {"uint16", "int16", "uint8", "int32"}
+    decoded_kinds = set()
+    for position in range(len(dataset)):
+        patch, row = dataset[position]
+        image = decoded(str(image_path(mixed, row)))
+        decoded_kinds.add((image.dtype.kind, image.dtype.itemsize, image.dtype.isnative))
+        expected = reference(mixed, row)
+        assert patch.dtype == exam_dtype(mixed, row["acc_anon"]) == np.dtype(row["dtype"])
+        assert patch.dtype.isnative
+        if len(MIXED_EXAMS[row["acc_anon"]]) == 1:  # alone in its exam: the image's dtype
+            assert (patch.dtype.kind, patch.dtype.itemsize) == (
+                image.dtype.kind,
+                image.dtype.itemsize,
+            )
+        np.testing.assert_array_equal(patch, expected, err_msg=str(row))
+        assert np.array_equal(patch.astype(image.dtype), expected)  # casts back exactly
+    assert {("u", 2, True), ("i", 2, True), ("u", 1, True), ("i", 2, False)} <= decoded_kinds
+
+
+def test_the_manifest_records_each_patch_dtype(mixed):
+    manifest = pd.read_parquet(mixed / "manifest.parquet")
+    by_exam = manifest.groupby("acc_anon")["dtype"].unique()
+    assert {acc: list(dtypes) for acc, dtypes in by_exam.items()} == {
+        acc: [exam_dtype(mixed, acc).name] for acc in MIXED_EXAMS
+    }
+    for shard, rows in manifest.groupby("shard"):
+        assert set(rows["dtype"]) == {read_shard(mixed / shard).patches.dtype.name}
+
+
+def test_batch_tables_without_dtypes_get_them_from_their_shards(mixed, tmp_path):
+    """Batch tables written before the dtype column: the manifest reads it from the shards."""
+    table = pd.read_parquet(mixed / "patches/batches/b0.parquet")
+    table.drop(columns="dtype").to_parquet(tmp_path / "old.parquet")
+    table.iloc[:5].to_parquet(tmp_path / "new.parquet")
+    tables = [str(tmp_path / "new.parquet"), str(tmp_path / "old.parquet")]
+    manifest = manifest_from_batch_tables(tables, str(mixed), str(mixed / "filtered.parquet"))
+    assert len(manifest) == len(table) + 5 and manifest["dtype"].notna().all()
+    for shard, rows in manifest.groupby("shard"):
+        assert set(rows["dtype"]) == {read_shard(mixed / shard).patches.dtype.name}
+
+
+def test_a_common_or_chosen_dtype_holds_every_patch_exactly(mixed):
+    stored = PatchDataset(mixed)
+    common = PatchDataset(mixed, dtype="common")
+    assert common.dtype == np.int32
+    for position in range(len(stored)):
+        patch = common[position][0]
+        assert patch.dtype == np.int32
+        np.testing.assert_array_equal(patch, stored[position][0])
+    assert PatchDataset(mixed, dtype=np.float64)[0][0].dtype == np.float64
+    unsigned = PatchDataset(mixed, where="dtype in ['uint8', 'uint16']", dtype="common")
+    assert unsigned.dtype == np.uint16 and len(unsigned) > 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "refused"), [(np.int16, ["int32", "uint16"]), (np.float32, ["int32"])]
+)
+def test_a_dtype_that_would_lose_values_is_refused(mixed, dtype, refused):
+    with pytest.raises(ValueError, match="exactly") as error:
+        PatchDataset(mixed, dtype=dtype)
+    named = {name for name in ["int32", "uint16", "int16", "uint8"] if f"'{name}'" in str(error)}
+    assert named == set(refused)
+
+
+def test_torch_loader_serves_every_pixel_type_as_float32(mixed):
+    torch = pytest.importorskip("torch")
+    dataset = PatchDataset(mixed)
+    loader = torch.utils.data.DataLoader(as_torch(dataset, columns=["dtype"]), batch_size=7)
+    patches = torch.cat([batch for batch, _ in loader]).numpy()
+    assert patches.dtype == np.float32
+    expected = np.stack([dataset[i][0].astype(np.int64) for i in range(len(dataset))])
+    np.testing.assert_array_equal(patches[:, 0], expected)

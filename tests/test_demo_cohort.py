@@ -13,6 +13,8 @@ import pytest
 
 from embedpatch.config import DEMO_SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
+from embedpatch.demo.dicom_writer import PixelType
+from embedpatch.demo.phantom import MAX_VALUE, WINDOW
 from embedpatch.reasons import FilterReason, RoiReason, RoiWarning
 
 MAMMO = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -53,10 +55,26 @@ def truth_by_reason(truth, metadata) -> dict[str, pd.Series]:
     }
 
 
+# How each pixel type is stored: (dtype kind, itemsize), BitsStored, HighBit, PixelRepresentation.
+STORAGE = {
+    PixelType.UINT16: (("u", 2), 12, 11, 0),
+    PixelType.INT16: (("i", 2), 12, 11, 1),
+    PixelType.UINT8: (("u", 1), 8, 7, 0),
+}
+
+
+def pixel_type(ds: pydicom.Dataset) -> PixelType:
+    """The demo pixel type a file is stored as, from its header."""
+    if ds.BitsAllocated == 8:
+        return PixelType.UINT8
+    return PixelType.INT16 if ds.PixelRepresentation else PixelType.UINT16
+
+
 def pixels(cohort: Path, row: pd.Series) -> np.ndarray:
-    """The image as bright = dense, whatever its photometric interpretation."""
+    """The image as bright = dense on the 12-bit scale, whatever its photometric
+    interpretation and pixel type (8-bit images to within 15)."""
     ds = pydicom.dcmread(local(cohort, row.anon_dicom_path))
-    array = pydicom.pixels.pixel_array(ds)
+    array = pixel_type(ds).decode(pydicom.pixels.pixel_array(ds))
     return 4095 - array if ds.PhotometricInterpretation == "MONOCHROME1" else array
 
 
@@ -89,8 +107,12 @@ def test_every_file_reads_back_as_declared(demo_cohort, metadata, truth):
         syntaxes.add(ds.file_meta.TransferSyntaxUID.name)
         assert ds.SOPClassUID == (DBT if row.FinalImageType == "3D" else MAMMO)
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        assert array.dtype == np.uint16 and array.max() <= 4095
-        assert (ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (12, 11, 0)
+        kind, bits, high, signed = STORAGE[pixel_type(ds)]
+        assert (array.dtype.kind, array.dtype.itemsize) == kind
+        assert (ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (bits, high, signed)
+        assert row.BitsStored == bits
+        low = -(1 << bits - 1) if signed else 0
+        assert low <= array.min() and array.max() < low + (1 << bits)
         expected = (row.Rows, row.Columns)
         if row.anon_dicom_path in mismatched:
             expected = expected[::-1]
@@ -105,10 +127,55 @@ def test_every_file_reads_back_as_declared(demo_cohort, metadata, truth):
         assert "PatientName" not in ds and "PatientBirthDate" not in ds
     assert {
         "Explicit VR Little Endian",
+        "Explicit VR Big Endian",
         "JPEG 2000 Image Compression (Lossless Only)",
         "RLE Lossless",
         "JPEG-LS Lossless Image Compression",
     } <= syntaxes
+
+
+def test_other_pixel_types_fill_whole_exams_and_one_mixed_exam(demo_cohort, metadata, truth):
+    """Every image of one exam is signed (int16, one of them big-endian), of another 8-bit;
+    a signed C-view sits among unsigned images; each of these images has valid ROIs."""
+    types: dict[int, set] = {}
+    with_rois, others = set(), set()
+    for row in readable_rows(metadata, truth).itertuples():
+        ds = pydicom.dcmread(local(demo_cohort, row.anon_dicom_path), stop_before_pixels=True)
+        kind = (pixel_type(ds), row.FinalImageType, ds.file_meta.TransferSyntaxUID.name)
+        types.setdefault(row.acc_anon, set()).add(kind[0])
+        if kind[0] is not PixelType.UINT16:
+            others.add(row.anon_dicom_path)
+            if row.num_ROI > 0:
+                with_rois.add(kind)
+    exams = {frozenset(found) for found in types.values()}
+    assert {frozenset({PixelType.INT16}), frozenset({PixelType.UINT8})} <= exams
+    assert frozenset({PixelType.UINT16, PixelType.INT16}) in exams
+    assert with_rois == {
+        (PixelType.INT16, "2D", "Explicit VR Big Endian"),
+        (PixelType.UINT8, "2D", "Explicit VR Little Endian"),
+        (PixelType.INT16, "cview", "Explicit VR Little Endian"),
+    }
+    odd = {record["anon_dicom_path"] for record in truth if record["kind"] != "valid"}
+    assert len(others) == 9 and not others & odd  # none of them is an odd case
+
+
+def test_the_window_and_values_of_every_pixel_type_agree(demo_cohort, metadata, truth):
+    """The table's WindowCenter / WindowWidth are in each file's stored values; decoded to
+    the 12-bit scale every type shows the same tissue range."""
+    for row in readable_rows(metadata, truth).itertuples():
+        if row.FinalImageType == "3D":
+            continue
+        ds = pydicom.dcmread(local(demo_cohort, row.anon_dicom_path))
+        kind = pixel_type(ds)
+        centre, width = WINDOW
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            centre = MAX_VALUE - centre
+        window = kind.window(centre, width)
+        assert (float(ds.WindowCenter), float(ds.WindowWidth)) == window
+        assert (row.WindowCenter, row.WindowWidth) == window
+        image = pixels(demo_cohort, row)
+        tissue = image[image > 100]
+        assert 500 < np.median(tissue) < 2800, (row.anon_dicom_path, kind)
 
 
 def test_path_names_the_uids_of_its_file(demo_cohort, metadata, truth):

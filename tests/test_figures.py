@@ -71,7 +71,13 @@ def roi_rows(*rows: dict) -> pd.DataFrame:
     return pd.DataFrame([defaults | row for row in rows], columns=list(defaults))
 
 
-def header(photometric: str = "MONOCHROME2", rows: int = 8, columns: int = 8) -> ImageHeader:
+def header(
+    photometric: str = "MONOCHROME2",
+    rows: int = 8,
+    columns: int = 8,
+    bits: tuple[int, int] = (16, 12),  # allocated, stored
+    signed: int = 0,
+) -> ImageHeader:
     return ImageHeader(
         rows=rows,
         columns=columns,
@@ -79,9 +85,9 @@ def header(photometric: str = "MONOCHROME2", rows: int = 8, columns: int = 8) ->
         sop_class_uid=None,
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         photometric_interpretation=photometric,
-        bits_allocated=16,
-        bits_stored=12,
-        pixel_representation=0,
+        bits_allocated=bits[0],
+        bits_stored=bits[1],
+        pixel_representation=signed,
         samples_per_pixel=1,
         window_center=None,
         window_width=None,
@@ -126,6 +132,41 @@ def test_monochrome1_is_inverted_and_padding_stays_black():
     assert shown[1, 1] == 0.0
     assert shown[0, 0] == 0.0 and shown[0, 1] == 1.0
     assert 0.0 < shown[1, 0] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("stored", "bits", "signed", "expected"),
+    [
+        ([[4095, 0], [2000, 0]], (16, 12), 0, [[0, 4095], [2095, 4095]]),
+        ([[2047, -2048], [-48, 0]], (16, 12), 1, [[-2048, 2047], [47, -1]]),
+        ([[255, 0], [100, 0]], (8, 8), 0, [[0, 255], [155, 255]]),
+    ],
+    ids=["uint16", "int16", "uint8"],
+)
+@pytest.mark.parametrize("widened", [False, True], ids=["as stored", "in an int32 exam"])
+def test_monochrome1_of_every_pixel_type_is_inverted_in_its_own_range(
+    stored, bits, signed, expected, widened
+):
+    """A patch of an exam mixing pixel types holds its image's values in a wider dtype
+    (int32): it is inverted within the image's own range all the same."""
+    kind = np.dtype(f"{'i' if signed else 'u'}{bits[0] // 8}")
+    pixels = np.array(stored, dtype=np.int32 if widened else kind)
+    bright = tissue_bright(pixels, header("MONOCHROME1", bits=bits, signed=signed))
+    assert bright.tolist() == expected and bright.dtype == kind
+
+
+def test_gallery_samples_take_turns_between_dtypes_then_image_types():
+    table = pd.DataFrame(
+        {
+            "FinalImageType": ["2D"] * 30 + ["3D"] * 10 + ["2D", "cview", "2D"],
+            "dtype": ["uint16"] * 40 + ["int16", "int32", "uint8"],
+        }
+    )
+    sample = interleaved_sample(table, 6, seed=1)
+    assert set(sample["dtype"].iloc[:4]) == {"uint16", "int16", "int32", "uint8"}
+    assert {"2D", "3D"} <= set(sample.loc[sample["dtype"] == "uint16", "FinalImageType"])
+    without = interleaved_sample(table.drop(columns="dtype"), 6, seed=1)
+    assert set(without["FinalImageType"].iloc[:3]) == {"2D", "3D", "cview"}
 
 
 def test_reason_counts_count_declared_rois_per_stage():
@@ -328,6 +369,27 @@ def test_figures_without_dbt_rois_or_flips_say_so(demo_run, tmp_path):
     for path in outputs.values():
         assert png_size(Path(path))[0] > 0
     assert RunTables(inputs).results == results
+
+
+@pytest.mark.workflow
+def test_overlays_skip_images_extraction_refused(demo_run, tmp_path, monkeypatch):
+    """The 2D image with the most ROIs, gone since validation (not in the manifest), is not
+    drawn: the overlay shows the next one."""
+    results = demo_run / "results"
+    rois = pd.read_parquet(results / "rois/rois.parquet")
+    counts = rois[rois["FinalImageType"] == "2D"].groupby("anon_dicom_path").size().sort_index()
+    gone = counts.idxmax()
+    rois.loc[rois["anon_dicom_path"] == gone, "dicom_path"] = str(tmp_path / "gone.dcm")
+    rois.to_parquet(tmp_path / "rois.parquet")
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    manifest[manifest["anon_dicom_path"] != gone].to_parquet(tmp_path / "manifest.parquet")
+    monkeypatch.chdir(demo_run)  # the tables' dicom_path are relative to the run's folder
+    inputs = {
+        "rois": str(tmp_path / "rois.parquet"),
+        "manifest": str(tmp_path / "manifest.parquet"),
+    }
+    write_figures(inputs, {"overlay_2d": str(tmp_path / "overlay_2d.png")})
+    assert png_size(tmp_path / "overlay_2d.png")[0] > 0
 
 
 @pytest.mark.workflow

@@ -11,7 +11,13 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from embedpatch.shards import read_shard
-from reference_patches import reference_origin, reference_patch, reference_values
+from reference_patches import (
+    decoded,
+    reference_dtype,
+    reference_origin,
+    reference_patch,
+    reference_values,
+)
 from snakemake_runner import run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -60,6 +66,8 @@ def shard_patches(run: Path) -> dict[str, np.ndarray]:
 
 
 def test_every_patch_equals_a_whole_image_reference(demo_run):
+    """Values from pydicom's whole-image decode, and dtypes: pydicom's (native byte order)
+    for exams of one pixel type, numpy's result type of theirs for exams mixing them."""
     manifest = pd.read_parquet(demo_run / "results/manifest.parquet")
     filtered = pd.read_parquet(demo_run / "results/metadata/filtered.parquet")
     local = dict(zip(filtered["anon_dicom_path"], filtered["dicom_path"], strict=True))
@@ -67,6 +75,14 @@ def test_every_patch_equals_a_whole_image_reference(demo_run):
     assert len(manifest) == sum(len(stack) for stack in patches.values()) > 0
     assert set(manifest["label"]) == {"roi", "negative"}
     assert set(manifest["FinalImageType"]) == {"2D", "cview", "3D"}
+    images = manifest.groupby("acc_anon")["anon_dicom_path"].unique()
+    paths = {acc: [str(demo_run / local[image]) for image in exam] for acc, exam in images.items()}
+    exam_dtypes = {acc: reference_dtype(exam) for acc, exam in paths.items()}
+    exam_kinds = {
+        acc: {(decoded(path).dtype.kind, decoded(path).dtype.itemsize) for path in exam}
+        for acc, exam in paths.items()
+    }
+    decoded_dtypes = set()
     for row in manifest.to_dict("records"):
         path = str(demo_run / local[row["anon_dicom_path"]])
         values = reference_values(path, max(row["frame"], 0), "stored")
@@ -76,6 +92,15 @@ def test_every_patch_equals_a_whole_image_reference(demo_run):
         expected = reference_patch(values, origin, kept, row["patch_size"])
         actual = patches[Path(row["shard"]).name][row["index"]]
         np.testing.assert_array_equal(actual, expected, err_msg=str(row))
+        assert actual.dtype == exam_dtypes[row["acc_anon"]] == np.dtype(row["dtype"]), row
+        if len(exam_kinds[row["acc_anon"]]) == 1:  # an exam of one pixel type: pydicom's
+            kind = (values.dtype.kind, values.dtype.itemsize)
+            assert (actual.dtype.kind, actual.dtype.itemsize) == kind, row
+        decoded_dtypes.add((values.dtype.kind, values.dtype.itemsize, values.dtype.isnative))
+    # the demo's other pixel types: int16 (one image big-endian), uint8; an exam mixing
+    # uint16 and int16 gives int32
+    assert {("u", 2, True), ("i", 2, True), ("i", 2, False), ("u", 1, True)} <= decoded_dtypes
+    assert set(manifest["dtype"]) == {"uint16", "int16", "uint8", "int32"}
 
 
 def test_shards_record_config_and_versions(demo_run):

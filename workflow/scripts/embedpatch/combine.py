@@ -7,9 +7,11 @@ Layout of `patches_combined.h5` (written beside the manifest):
   their filters (Blosc: `import hdf5plugin` first).
 - Its dtype is the lossless common dtype of the shards' (`shards.common_dtype`: all
   uint16 stays uint16; uint8 + uint16 gives uint16; any of them with int16 gives
-  int32). HDF5 converts each shard's values on read, exactly; the manifest's `dtype`
-  column keeps every patch's stored dtype, to which it casts back exactly. One VDS
-  per dtype was measured too: no faster to read (README, "Reading the patches").
+  int32), so that row i of the manifest is patches[i] whatever the pixel types. HDF5
+  converts each shard's values on read, exactly; the manifest's `dtype` column keeps
+  every patch's stored dtype, to which it casts back exactly, and reading
+  `patches.astype(that dtype)[i]` skips the conversion (it costs about as much as
+  one VDS per dtype would save: measured in docs/training.md, "Pixel types").
 - group "manifest": one dataset per manifest column (attribute "columns" keeps their
   order); row i describes patches[i]. int64, UTF-8 text ("" for missing), and float64
   for numbers with missing values (NaN), e.g. clin_path_severity_min.

@@ -126,10 +126,14 @@ def _describe(row: pd.Series) -> str:
 
 
 def interleaved_sample(table: pd.DataFrame, n: int, seed: int = SEED) -> pd.DataFrame:
-    """At most `n` rows drawn with `seed`, alternating between image types (each gets a turn)."""
+    """At most `n` rows drawn with `seed`, alternating between image types (each gets a
+    turn) and, in a table with a `dtype` column (patches), between dtypes first: every
+    turn starts with one row of each dtype, so that every pixel type is shown."""
     shuffled = table.sample(frac=1.0, random_state=seed)
-    turn = shuffled.groupby("FinalImageType", dropna=False).cumcount()
-    return shuffled.iloc[np.argsort(turn.to_numpy(), kind="stable")[:n]]
+    dtype = shuffled["dtype"] if "dtype" in shuffled else pd.Series("", index=shuffled.index)
+    turn = shuffled.groupby([dtype, shuffled["FinalImageType"]], dropna=False).cumcount()
+    within = shuffled.groupby([turn, dtype], dropna=False).cumcount()  # nth of its dtype
+    return shuffled.iloc[np.lexsort((within.to_numpy(), turn.to_numpy()))[:n]]
 
 
 # ---- funnel and rejections ----------------------------------------------------------------
@@ -445,10 +449,20 @@ def scaled(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((pixels.astype(np.float64) - low) / max(high - low, 1e-9), 0.0, 1.0)
 
 
+def image_dtype(header: ImageHeader) -> np.dtype:
+    """The dtype of the stored values of the image `header` describes (native byte order)."""
+    kind = "i" if header.pixel_representation else "u"
+    return np.dtype(f"{kind}{max(header.bits_allocated // 8, 1)}")
+
+
 def tissue_bright(pixels: np.ndarray, header: ImageHeader) -> np.ndarray:
-    """Stored pixels of the image `header` describes, MONOCHROME1 inverted (tissue bright)."""
+    """Stored pixels of the image `header` describes, MONOCHROME1 inverted (tissue bright).
+
+    The pixels may be of a wider dtype than the image's (a patch of an exam mixing pixel
+    types): they are inverted in the image's own, which holds them exactly."""
     if header.photometric_interpretation == "MONOCHROME1":
-        return invert_monochrome1(pixels, header.bits_stored)
+        stored = pixels.astype(image_dtype(header), copy=False)
+        return invert_monochrome1(stored, header.bits_stored)
     return pixels
 
 
@@ -528,9 +542,14 @@ class Tile:
     box: tuple[int, int, int, int] | None = None
 
 
-def _roi_caption(row: pd.Series) -> str:
+def _roi_caption(row: pd.Series, with_dtype: bool = False) -> str:
     frame = f", frame {row['frame']}" if row["frame"] >= 0 else ""
-    return f"{_describe(row)}\nROI {row['roi_index']}{frame}"
+    return f"{_patch_caption(row, with_dtype)}\nROI {row['roi_index']}{frame}"
+
+
+def _patch_caption(row: pd.Series, with_dtype: bool) -> str:
+    """'2D R MLO', with the patch's dtype ('2D R MLO, int16') when the gallery mixes them."""
+    return f"{_describe(row)}, {row['dtype']}" if with_dtype else _describe(row)
 
 
 def _box_in_patch(row: pd.Series) -> tuple[int, int, int, int]:
@@ -789,20 +808,30 @@ def plot_patch_gallery(run: RunTables) -> Figure:
     local = run.filtered.set_index("anon_dicom_path")["dicom_path"]
     headers = _headers(local[both["anon_dicom_path"].unique()])
     pixels = dict(zip(both.index, displayed_patches(both, run.results, headers), strict=True))
+    mixed = "dtype" in both and both["dtype"].nunique() > 1
     rows: dict[str, list[Tile]] = {}
     for mode, part in chosen.groupby("padding", sort=False):
         rows[f"{mode}-padded ROI"] = [
-            Tile(pixels[label], _roi_caption(row), _box_in_patch(row))
+            Tile(pixels[label], _roi_caption(row, mixed), _box_in_patch(row))
             for label, row in part.iterrows()
         ]
-    rows["negatives"] = [Tile(pixels[label], _describe(row)) for label, row in negatives.iterrows()]
+    rows["negatives"] = [
+        Tile(pixels[label], _patch_caption(row, mixed)) for label, row in negatives.iterrows()
+    ]
     size = int(run.manifest["patch_size"].max()) if len(run.manifest) else 0
     return gallery_figure(rows, size)
 
 
+def _extracted(run: RunTables) -> pd.DataFrame:
+    """The accepted ROIs of images extraction read (in the manifest): an image refused since
+    validation (gone, or failing to decode) is not drawn."""
+    return run.rois[run.rois["anon_dicom_path"].isin(run.manifest["anon_dicom_path"])]
+
+
 def plot_overlay_2d(run: RunTables) -> Figure:
     """The 2D image with the most accepted ROIs (first path on ties), boxes drawn."""
-    flat = run.rois[run.rois["FinalImageType"] == "2D"]
+    rois = _extracted(run)
+    flat = rois[rois["FinalImageType"] == "2D"]
     if flat.empty:
         return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
     path = flat.groupby("anon_dicom_path").size().sort_index().idxmax()
@@ -813,7 +842,8 @@ def plot_overlay_2d(run: RunTables) -> Figure:
 
 def plot_overlay_dbt(run: RunTables) -> Figure:
     """The DBT ROI listing the most frames (first on ties), on at most DBT_FRAME_PANELS frames."""
-    dbt = run.rois[run.rois["FinalImageType"] == "3D"].sort_values(["anon_dicom_path", "roi_index"])
+    rois = _extracted(run)
+    dbt = rois[rois["FinalImageType"] == "3D"].sort_values(["anon_dicom_path", "roi_index"])
     if dbt.empty:
         return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
     roi = dbt.loc[dbt_frame_stats(dbt)["listed"].idxmax()]
@@ -823,7 +853,8 @@ def plot_overlay_dbt(run: RunTables) -> Figure:
 
 def plot_suspect_flips(run: RunTables) -> Figure:
     """A seeded sample of at most FLIP_PANELS suspect flips, each on its image."""
-    flips = run.rois[run.rois["suspect_flip"].fillna(False)]
+    rois = _extracted(run)
+    flips = rois[rois["suspect_flip"].fillna(False)]
     shown = flips.sample(min(len(flips), FLIP_PANELS), random_state=SEED).sort_index()
     cases = [(read_frames(row["dicom_path"], [0])[0][0], row) for _, row in shown.iterrows()]
     return suspect_flip_figure(cases, len(flips))
