@@ -14,6 +14,7 @@ import yaml
 from embedpatch.demo import SOURCE_PREFIX
 from s3lab import DUMMY_CREDENTIALS
 from snakemake_runner import run_snakemake
+from test_slurm import BATCHES, PROFILE
 
 pytestmark = pytest.mark.workflow
 
@@ -28,8 +29,8 @@ def write_config(workdir: Path, metadata: str, clinical: str, root: str, **extra
         "clinical": clinical,
         "dicom_root": root,
         "path_rewrite": [{"from": SOURCE_PREFIX, "to": f"{root}/"}],
-        "patches": PATCHES,
         **extra,
+        "patches": PATCHES | extra.get("patches", {}),
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir / "config.yaml"
@@ -47,8 +48,10 @@ def lab_env(s3lab) -> dict[str, str]:
     }
 
 
-def run(workdir: Path, env: dict | None = None, *args: str):
-    return run_snakemake(workdir, *args, configfiles=(workdir / "config.yaml",), env=env)
+def run(workdir: Path, env: dict | None = None, *args: str, cores: int | None = 2):
+    return run_snakemake(
+        workdir, *args, configfiles=(workdir / "config.yaml",), env=env, cores=cores
+    )
 
 
 def s3_config(workdir: Path, cohort, **extra) -> Path:
@@ -159,3 +162,27 @@ def test_a_wrong_bucket_stops_before_any_job(tmp_path, s3lab, demo_cohort_s3):
     message = [line for line in result.stderr.splitlines() if line.startswith("Object store:")]
     assert message and "does not exist: check the bucket name and prefix" in message[0]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slurm
+def test_a_run_from_the_bucket_through_slurm_equals_the_local_run(
+    tmp_path, cluster, s3lab_session, demo_cohort_s3, local_run
+):
+    """The SLURM profile as it is, every job reading the bucket from its own node."""
+    s3_config(tmp_path, demo_cohort_s3, **BATCHES)
+    result = run(
+        tmp_path,
+        lab_env(s3lab_session),
+        "results/manifest.parquet",
+        "--profile",
+        str(PROFILE),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        cores=None,
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+    results = tmp_path / "results"
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    pd.testing.assert_frame_equal(manifest, pd.read_parquet(local_run / "manifest.parquet"))
+    for shard in manifest["shard"].unique():
+        assert (results / shard).read_bytes() == (local_run / shard).read_bytes(), shard
