@@ -255,3 +255,18 @@ def test_each_process_makes_its_own_client(store, s3lab):
     assert other.filesystem("s3") is first
     other._filesystems = {(pid + 1, proto): fs for (pid, proto), fs in other._filesystems.items()}
     assert other.filesystem("s3") is not first  # as after a fork: a new pid, a new client
+
+
+def test_a_downsampled_view_then_windows_fetch_the_frame_once(store, s3lab, bucket_dbt):
+    """Every 8th row is fetched as the frame (the rows lie within the coalescing gap), so the
+    windows cut next (the negatives' and ROIs' of one image) fetch nothing more."""
+    urls, files = bucket_dbt
+    with ImageReader(files["native"]) as local:
+        view, window = local.downsampled(7, 8), local.region(7, *WINDOW)
+    s3lab.proxy.reset()
+    with ImageReader(urls["native"]) as remote:
+        np.testing.assert_array_equal(remote.downsampled(7, 8), view)
+        np.testing.assert_array_equal(remote.region(7, *WINDOW), window)
+    requests, received = traffic(s3lab)
+    assert requests == 3  # HEAD, header, frame
+    assert received <= HEADER_PREFIX + ROWS * COLUMNS * 2

@@ -221,6 +221,7 @@ class ObjectSource:
             raise ImageOutsideRoot(f"{url}: outside the DICOM root {root}")
         self.name = url
         self._store = store
+        self.gap = store.options.coalesce_gap
         info = store.info(url)
         self.size = int(info["size"])
         self.identity = object_identity(info)

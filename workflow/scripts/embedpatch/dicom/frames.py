@@ -117,8 +117,14 @@ class NativeFrames:
         return pixels[:, x0:x1].copy()
 
     def downsampled(self, index: int, factor: int) -> np.ndarray:
-        rows = self._rows(index, range(0, self._header.rows, factor))
-        return np.ascontiguousarray(rows[:, ::factor])
+        skipped = (factor - 1) * self._row_bytes
+        if skipped > self._source.gap:  # each row read alone: only every factor-th row
+            rows = self._rows(index, range(0, self._header.rows, factor))
+            return np.ascontiguousarray(rows[:, ::factor])
+        # The source would fetch the skipped rows anyway: read the frame as one band and
+        # keep it, so that the windows cut next read nothing again.
+        whole = self.region(index, 0, self._header.rows, 0, self._header.columns)
+        return np.ascontiguousarray(whole[::factor, ::factor])
 
 
 def _pixel_module(layout: PixelLayout, pixel_data: bytes, frames: int = 1) -> Dataset:

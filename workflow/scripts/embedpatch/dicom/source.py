@@ -25,6 +25,8 @@ class ByteSource(Protocol):
 
     name: str
     size: int
+    gap: int
+    """Ranges closer than this are fetched as one (0: each range alone, as for local files)."""
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly `length` bytes at `offset`; ImageUnreadable if the file has fewer."""
@@ -58,6 +60,8 @@ def resolved_inside(path: str | os.PathLike, root: str | os.PathLike) -> str:
 
 class LocalFile:
     """A local file read with `os.pread`; with `root`, refused unless its real path is below it."""
+
+    gap = 0
 
     def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
         self.name = str(path)
@@ -102,6 +106,7 @@ class PrefixedSource:
         self._prefix = prefix
         self.name = source.name
         self.size = source.size
+        self.gap = source.gap
 
     def _inside(self, offset: int, length: int) -> bool:
         return offset + length <= len(self._prefix)
