@@ -1,10 +1,12 @@
 """Summary figures of a pipeline run: one plotting function per figure, plus the rules' entry.
 
-Plotting functions take tables or arrays and return a matplotlib Figure (no pyplot, so
-no global state). `write_figures` is what the rules call: it reads only the tables a
-figure needs (and only their needed columns), and for the pixel figures a bounded,
-seeded sample of patches (from the shards) and of images (one frame at a time), so its
-cost does not grow with the number of exams beyond reading the tables.
+What each figure shows (counts, samples, selections, pixel display values) is computed
+by embedpatch.figure_data, without drawing; this module reads the run's tables and
+pixels and draws. Plotting functions take tables or arrays and return a matplotlib
+Figure (no pyplot, so no global state). `write_figures` is what the rules call: it
+reads only the tables a figure needs (and only their needed columns), and for the pixel
+figures a bounded, seeded sample of patches (from the shards) and of images (one frame
+at a time), so its cost does not grow with the number of exams beyond reading the tables.
 
 Display conventions: tissue bright (MONOCHROME1 pixels inverted), contrast stretched
 per image or patch over the pixels that came from the image (padding stays black);
@@ -33,32 +35,51 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from embedpatch.atomic import atomic_output
-from embedpatch.dicom import ImageHeader, ImageReader, invert_monochrome1, read_header
+from embedpatch.dicom import ImageHeader, ImageReader, read_header
+from embedpatch.figure_data import (
+    COUNT_COLUMNS,
+    LOCATION_POINTS,
+    MISSING,
+    SEED,
+    STAGES,
+    content_mask,
+    context_window,
+    dbt_frame_stats,
+    display_range,
+    extracted_rois,
+    gallery_rows,
+    image_types_in,
+    normalized_centres,
+    ordered_values,
+    overlay_2d_rois,
+    overlay_dbt_roi,
+    patch_display,
+    reason_counts,
+    roi_size_groups,
+    rois_per_image,
+    scaled,
+    suspect_flip_sample,
+    tissue_bright,
+    top_counts,
+    warning_counts,
+)
 from embedpatch.geometry import mirror_box_x
-from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.reasons import RoiWarning
 from embedpatch.roi_table import ACCEPTED_COLUMNS
 from embedpatch.shards import INFO_COLUMNS
 from embedpatch.summary import FUNNEL_STAGES, read_columns
-from embedpatch.vocab import IMAGE_TYPES
+from embedpatch.vocab import DBT, IMAGE_TYPES
 
 log = logging.getLogger(__name__)
 
-SEED = 0
-GALLERY_ROIS = 6  # ROIs (columns) in the patch gallery, each with every padding mode
-GALLERY_NEGATIVES = 6
-DBT_FRAME_PANELS = 6  # frames of the DBT ROI shown at most (evenly spaced)
-FLIP_PANELS = 3  # suspect flips shown at most
-TOP_VALUES = 8  # bars per category in the counts figure; the rest is "other"
-LOCATION_POINTS = 20_000  # ROI centres plotted at most
 DPI = 110
 
-TYPE_LABELS = {"2D": "2D", "cview": "C-view", "3D": "DBT (3D)"}
-TYPE_COLORS = {"2D": "#1f77b4", "cview": "#ff7f0e", "3D": "#2ca02c"}
-STAGE_COLORS = {"validate": "#d62728", "extract": "#9467bd"}
-STAGE_LABELS = {"validate": "ROI validation", "extract": "patch extraction"}
+TYPE_LABELS = dict(zip(IMAGE_TYPES, ["2D", "C-view", "DBT (3D)"], strict=True))
+TYPE_COLORS = dict(zip(IMAGE_TYPES, ["#1f77b4", "#ff7f0e", "#2ca02c"], strict=True))
+STAGE_COLORS = dict(zip(STAGES, ["#d62728", "#9467bd"], strict=True))
+STAGE_LABELS = dict(zip(STAGES, ["ROI validation", "patch extraction"], strict=True))
 BOX_COLOR = "#ff3030"
 MIRROR_COLOR = "#00e5ff"
-MISSING = "(missing)"
 
 FUNNEL_PANELS = {
     "metadata rows": ("rows_in", "rows_kept"),
@@ -113,27 +134,10 @@ def _draw_box(ax: Axes, box: Sequence[int], color: str, **style: object) -> None
     )
 
 
-def _image_types(table: pd.DataFrame) -> list[str]:
-    """The image types present in `table`, in IMAGE_TYPES order."""
-    present = set(table["FinalImageType"].dropna())
-    return [kind for kind in IMAGE_TYPES if kind in present]
-
-
 def _describe(row: pd.Series) -> str:
     """'DBT (3D) R MLO' for an image row."""
     kind = TYPE_LABELS.get(row["FinalImageType"], row["FinalImageType"])
     return f"{kind} {row['ImageLateralityFinal']} {row['ViewPosition']}"
-
-
-def interleaved_sample(table: pd.DataFrame, n: int, seed: int = SEED) -> pd.DataFrame:
-    """At most `n` rows drawn with `seed`, alternating between image types (each gets a
-    turn) and, in a table with a `dtype` column (patches), between dtypes first: every
-    turn starts with one row of each dtype, so that every pixel type is shown."""
-    shuffled = table.sample(frac=1.0, random_state=seed)
-    dtype = shuffled["dtype"] if "dtype" in shuffled else pd.Series("", index=shuffled.index)
-    turn = shuffled.groupby([dtype, shuffled["FinalImageType"]], dropna=False).cumcount()
-    within = shuffled.groupby([turn, dtype], dropna=False).cumcount()  # nth of its dtype
-    return shuffled.iloc[np.lexsort((within.to_numpy(), turn.to_numpy()))[:n]]
 
 
 # ---- funnel and rejections ----------------------------------------------------------------
@@ -171,27 +175,6 @@ def funnel_figure(funnel: Mapping[str, Mapping]) -> Figure:
     fig.suptitle("Pipeline funnel: metadata rows -> ROIs -> patches")
     _type_legend(fig)
     return fig
-
-
-def reason_counts(rejected: pd.DataFrame) -> pd.DataFrame:
-    """Declared ROIs refused, per reason (rows: every RoiReason, then any other) and stage."""
-    counts = rejected.groupby(["reason", "stage"])["n_rois"].sum().unstack(fill_value=0)
-    reasons = [str(reason) for reason in RoiReason]
-    extra = sorted(set(counts.index) - set(reasons))
-    return counts.reindex(index=reasons + extra, columns=list(STAGE_LABELS), fill_value=0).astype(
-        "int64"
-    )
-
-
-def warning_counts(rois: pd.DataFrame) -> pd.Series:
-    """Accepted ROIs carrying each RoiWarning."""
-    flags = {
-        RoiWarning.CLIPPED: rois["clipped"],
-        RoiWarning.NEAR_DUPLICATE: rois["near_duplicate_of"].notna(),
-        RoiWarning.SUSPECT_FLIP: rois["suspect_flip"],
-        RoiWarning.FLIP_FIXED: rois["flip_fixed"],
-    }
-    return pd.Series({str(name): int(flag.fillna(False).sum()) for name, flag in flags.items()})
 
 
 def rejections_figure(rejected: pd.DataFrame, rois: pd.DataFrame) -> Figure:
@@ -239,13 +222,13 @@ def rois_per_image_figure(rois: pd.DataFrame) -> Figure:
     """How many accepted ROIs each image has, per image type."""
     fig = _figure(8, 4.5)
     ax = fig.subplots()
-    per_image = rois.groupby(["FinalImageType", "anon_dicom_path"]).size()
-    fig.suptitle(f"Accepted ROIs per image ({len(per_image):,} images with at least one ROI)")
-    if per_image.empty:
+    table = rois_per_image(rois)
+    images = int(table.to_numpy().sum())
+    fig.suptitle(f"Accepted ROIs per image ({images:,} images with at least one ROI)")
+    if table.empty:
         _message(ax, "no accepted ROIs")
         return fig
-    table = per_image.groupby(level=0).value_counts().unstack(level=0, fill_value=0).sort_index()
-    types = _image_types(rois)
+    types = list(table.columns)
     width = 0.8 / len(types)
     for i, kind in enumerate(types):
         x = table.index.to_numpy() + (i - (len(types) - 1) / 2) * width
@@ -285,30 +268,8 @@ def roi_sizes_figure(rois: pd.DataFrame) -> Figure:
         if rois.empty:
             _message(ax, "no accepted ROIs")
             continue
-        size = (rois[high] - rois[low]).astype("int64")
-        groups = {
-            kind: size[rois["FinalImageType"] == kind].to_numpy() for kind in _image_types(rois)
-        }
-        _histograms(ax, groups, "px")
+        _histograms(ax, roi_size_groups(rois, low, high), "px")
     return fig
-
-
-def dbt_frame_stats(rois: pd.DataFrame) -> pd.DataFrame:
-    """Per ROI with frames: first and last listed frame, frames listed (distinct), span
-    (last - first + 1) and depth of the middle frame (0 = first frame of the volume, 1 = last).
-    """
-    first = rois["frames"].map(min).astype("int64")
-    last = rois["frames"].map(max).astype("int64")
-    return pd.DataFrame(
-        {
-            "first": first,
-            "last": last,
-            "listed": rois["frames"].map(lambda frames: len(set(frames))).astype("int64"),
-            "span": last - first + 1,
-            "depth": (first + last) / 2 / np.maximum(rois["n_frames"] - 1, 1).astype("float64"),
-        },
-        index=rois.index,
-    )
 
 
 def _counted_hist(ax: Axes, values: np.ndarray, bins: np.ndarray, color: str) -> None:
@@ -321,7 +282,7 @@ def _counted_hist(ax: Axes, values: np.ndarray, bins: np.ndarray, color: str) ->
 
 def dbt_frames_figure(rois: pd.DataFrame) -> Figure:
     """Frame span of each DBT ROI, and where in the volume its middle frame lies."""
-    dbt = rois[rois["FinalImageType"] == "3D"]
+    dbt = rois[rois["FinalImageType"] == DBT]
     fig = _figure(11, 4.2)
     span_ax, depth_ax = fig.subplots(1, 2)
     fig.suptitle(f"Accepted DBT ROIs across the volume's frames ({len(dbt):,} ROIs)")
@@ -339,27 +300,11 @@ def dbt_frames_figure(rois: pd.DataFrame) -> Figure:
     gaps = int((stats["listed"] < stats["span"]).sum())
     span_ax.set_title(f"frames each ROI spans ({gaps} with gaps in their frame list)")
     longest = int(stats["span"].max())
-    _counted_hist(span_ax, stats["span"], np.arange(0.5, longest + 1.5), TYPE_COLORS["3D"])
+    _counted_hist(span_ax, stats["span"], np.arange(0.5, longest + 1.5), TYPE_COLORS[DBT])
     span_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _counted_hist(depth_ax, stats["depth"], np.linspace(0, 1, 11), TYPE_COLORS["3D"])
+    _counted_hist(depth_ax, stats["depth"], np.linspace(0, 1, 11), TYPE_COLORS[DBT])
     depth_ax.set_xlim(0, 1)
     return fig
-
-
-def normalized_centres(rois: pd.DataFrame) -> pd.DataFrame:
-    """ROI centres on a normalized breast frame: `x` from the chest wall (0) to the far edge
-    (1), R images mirrored (their chest wall is at x = columns); `y` from top (0) to bottom (1).
-    """
-    x = ((rois["xmin"] + rois["xmax"]) / 2 / rois["columns"]).astype("float64")
-    x = x.where(rois["ImageLateralityFinal"] != "R", 1.0 - x)
-    y = ((rois["ymin"] + rois["ymax"]) / 2 / rois["rows"]).astype("float64")
-    return pd.DataFrame({"x": x, "y": y}, index=rois.index)
-
-
-def _ordered(values: pd.Series, first: Sequence[str]) -> list[str]:
-    """The distinct `values`: those in `first` in that order, then the others sorted."""
-    present = set(values)
-    return [value for value in first if value in present] + sorted(present - set(first))
 
 
 def roi_locations_figure(rois: pd.DataFrame, seed: int = SEED) -> Figure:
@@ -367,8 +312,8 @@ def roi_locations_figure(rois: pd.DataFrame, seed: int = SEED) -> Figure:
     shown = rois.sample(min(len(rois), LOCATION_POINTS), random_state=seed)
     sides = shown["ImageLateralityFinal"].fillna(MISSING)
     views = shown["ViewPosition"].fillna(MISSING)
-    view_list = _ordered(views, ("CC", "MLO")) or ["CC"]
-    side_list = _ordered(sides, ("L", "R")) or ["L", "R"]
+    view_list = ordered_values(views, ("CC", "MLO")) or ["CC"]
+    side_list = ordered_values(sides, ("L", "R")) or ["L", "R"]
     fig = _figure(3.6 * len(side_list) + 0.5, 3.6 * len(view_list) + 1.0)
     axes = fig.subplots(len(view_list), len(side_list), squeeze=False, sharex=True, sharey=True)
     centres = normalized_centres(shown)
@@ -377,7 +322,7 @@ def roi_locations_figure(rois: pd.DataFrame, seed: int = SEED) -> Figure:
     for (i, view), (j, side) in itertools.product(enumerate(view_list), enumerate(side_list)):
         ax = axes[i, j]
         here = (views == view) & (sides == side)
-        for kind in _image_types(shown):
+        for kind in image_types_in(shown):
             points = centres[here & (shown["FinalImageType"] == kind)]
             ax.scatter(points["x"], points["y"], s=14, alpha=0.7, color=TYPE_COLORS[kind])
         ax.set_title(f"{side} {view}: {int(here.sum()):,} ROIs")
@@ -389,30 +334,11 @@ def roi_locations_figure(rois: pd.DataFrame, seed: int = SEED) -> Figure:
             ax.set_xlabel("distance from chest wall\n(fraction of image width)")
         if j == 0:
             ax.set_ylabel("row (fraction of image height)")
-    _type_legend(fig, _image_types(shown) or IMAGE_TYPES)
+    _type_legend(fig, image_types_in(shown) or IMAGE_TYPES)
     return fig
 
 
 # ---- the filtered table ---------------------------------------------------------------------
-
-
-COUNT_COLUMNS = {
-    "FinalImageType": "image type",
-    "ViewPosition": "view",
-    "ImageLateralityFinal": "laterality",
-    "Manufacturer": "manufacturer",
-}
-
-
-def top_counts(values: pd.Series, top: int = TOP_VALUES) -> pd.Series:
-    """Counts of the `top` commonest values (missing as MISSING), the rest as one 'other' bar."""
-    counts = values.astype("object").fillna(MISSING).value_counts()
-    if len(counts) <= top:
-        return counts
-    rest = counts.iloc[top - 1 :]
-    return pd.concat(
-        [counts.iloc[: top - 1], pd.Series({f"other ({len(rest)} values)": rest.sum()})]
-    )
 
 
 def counts_figure(filtered: pd.DataFrame) -> Figure:
@@ -438,56 +364,6 @@ def counts_figure(filtered: pd.DataFrame) -> Figure:
 # ---- pixels: display and reading ---------------------------------------------------------
 
 
-def display_range(values: np.ndarray) -> tuple[float, float]:
-    """The display contrast of `values`: their 0.5 and 99.5 percentiles."""
-    low, high = np.percentile(values, [0.5, 99.5])
-    return float(low), float(high)
-
-
-def scaled(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Pixels mapped linearly from [low, high] onto [0, 1], clipped."""
-    return np.clip((pixels.astype(np.float64) - low) / max(high - low, 1e-9), 0.0, 1.0)
-
-
-def image_dtype(header: ImageHeader) -> np.dtype:
-    """The dtype of the stored values of the image `header` describes (native byte order)."""
-    kind = "i" if header.pixel_representation else "u"
-    return np.dtype(f"{kind}{max(header.bits_allocated // 8, 1)}")
-
-
-def tissue_bright(pixels: np.ndarray, header: ImageHeader) -> np.ndarray:
-    """Stored pixels of the image `header` describes, MONOCHROME1 inverted (tissue bright).
-
-    The pixels may be of a wider dtype than the image's (a patch of an exam mixing pixel
-    types): they are inverted in the image's own, which holds them exactly."""
-    if header.photometric_interpretation == "MONOCHROME1":
-        stored = pixels.astype(image_dtype(header), copy=False)
-        return invert_monochrome1(stored, header.bits_stored)
-    return pixels
-
-
-def patch_display(patch: np.ndarray, content: np.ndarray) -> np.ndarray:
-    """A tissue-bright patch in [0, 1]: contrast from its `content` pixels (those copied
-    from the image), padding 0."""
-    if not content.any():
-        return np.zeros(patch.shape)
-    return np.where(content, scaled(patch, *display_range(patch[content])), 0.0)
-
-
-def content_mask(patch: pd.Series, rows: int, columns: int) -> np.ndarray:
-    """The pixels of a manifest row's patch copied from its image (the rest is zero padding):
-    the patch window inside the image, and for black padding inside the ROI box too."""
-    size = int(patch["patch_size"])
-    ys = np.arange(size) + int(patch["patch_y0"])
-    xs = np.arange(size) + int(patch["patch_x0"])
-    inside_y = (ys >= 0) & (ys < rows)
-    inside_x = (xs >= 0) & (xs < columns)
-    if patch["padding"] == "black":
-        inside_y &= (ys >= patch["ymin"]) & (ys < patch["ymax"])
-        inside_x &= (xs >= patch["xmin"]) & (xs < patch["xmax"])
-    return inside_y[:, None] & inside_x[None, :]
-
-
 def read_patches(shard: str | Path, indices: Sequence[int]) -> tuple[list[np.ndarray], str]:
     """Patches `indices` of one shard (nothing else read) and its pixel_values setting."""
     with h5py.File(shard, "r", locking=False) as file:
@@ -511,26 +387,6 @@ def displayed_patches(
 
 
 # ---- the patch gallery --------------------------------------------------------------------
-
-
-ROI_PATCH_KEY = ["anon_dicom_path", "roi_index", "frame"]
-
-
-def gallery_rows(
-    manifest: pd.DataFrame,
-    n_rois: int = GALLERY_ROIS,
-    n_negatives: int = GALLERY_NEGATIVES,
-    seed: int = SEED,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The manifest rows shown: every padding of `n_rois` sampled ROI patches (one frame
-    each), ordered ROI by ROI, and `n_negatives` sampled negatives; image types alternate."""
-    rois = manifest[manifest["label"] == "roi"]
-    keys = interleaved_sample(rois.drop_duplicates(ROI_PATCH_KEY), n_rois, seed)[ROI_PATCH_KEY]
-    order = keys.reset_index(drop=True).reset_index(names="order")
-    chosen = rois.reset_index(names="row").merge(order, on=ROI_PATCH_KEY)
-    chosen = chosen.sort_values(["order", "row"]).set_index("row").drop(columns="order")
-    negatives = interleaved_sample(manifest[manifest["label"] == "negative"], n_negatives, seed)
-    return chosen, negatives
 
 
 @dataclass(frozen=True)
@@ -663,27 +519,6 @@ def overlay_2d_figure(image: np.ndarray, header: ImageHeader, rois: pd.DataFrame
             fontweight="bold",
         )
     return fig
-
-
-def spread(values: Sequence[int], most: int) -> list[int]:
-    """At most `most` of `values`, evenly spread, first and last included."""
-    if len(values) <= most:
-        return list(values)
-    picks = np.linspace(0, len(values) - 1, most).round().astype(int)
-    return [values[i] for i in picks]
-
-
-def context_window(
-    box: Sequence[int], rows: int, columns: int, scale: float = 3.0
-) -> tuple[int, int, int, int]:
-    """A square (ymin, xmin, ymax, xmax) around `box`, `scale` times its longer side (at
-    least a quarter of the shorter image side), kept inside the image where it fits."""
-    ymin, xmin, ymax, xmax = box
-    side = max(scale * max(ymax - ymin, xmax - xmin), min(rows, columns) / 4)
-    side = int(min(side, rows, columns))
-    y0 = int(np.clip((ymin + ymax - side) // 2, 0, rows - side))
-    x0 = int(np.clip((xmin + xmax - side) // 2, 0, columns - side))
-    return y0, x0, y0 + side, x0 + side
 
 
 def dbt_overlay_figure(
@@ -822,42 +657,29 @@ def plot_patch_gallery(run: RunTables) -> Figure:
     return gallery_figure(rows, size)
 
 
-def _extracted(run: RunTables) -> pd.DataFrame:
-    """The accepted ROIs of images extraction read (in the manifest): an image refused since
-    validation (gone, or failing to decode) is not drawn."""
-    return run.rois[run.rois["anon_dicom_path"].isin(run.manifest["anon_dicom_path"])]
-
-
 def plot_overlay_2d(run: RunTables) -> Figure:
-    """The 2D image with the most accepted ROIs (first path on ties), boxes drawn."""
-    rois = _extracted(run)
-    flat = rois[rois["FinalImageType"] == "2D"]
-    if flat.empty:
+    """The 2D image with the most accepted ROIs (figure_data.overlay_2d_rois), boxes drawn."""
+    image_rois = overlay_2d_rois(extracted_rois(run.rois, run.manifest))
+    if image_rois.empty:
         return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
-    path = flat.groupby("anon_dicom_path").size().sort_index().idxmax()
-    image_rois = flat[flat["anon_dicom_path"] == path].sort_values("roi_index")
     frames, header = read_frames(image_rois["dicom_path"].iloc[0], [0])
     return overlay_2d_figure(frames[0], header, image_rois)
 
 
 def plot_overlay_dbt(run: RunTables) -> Figure:
-    """The DBT ROI listing the most frames (first on ties), on at most DBT_FRAME_PANELS frames."""
-    rois = _extracted(run)
-    dbt = rois[rois["FinalImageType"] == "3D"].sort_values(["anon_dicom_path", "roi_index"])
-    if dbt.empty:
+    """The DBT ROI listing the most frames, on its frames shown (figure_data.overlay_dbt_roi)."""
+    chosen = overlay_dbt_roi(extracted_rois(run.rois, run.manifest))
+    if chosen is None:
         return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
-    roi = dbt.loc[dbt_frame_stats(dbt)["listed"].idxmax()]
-    shown = spread(sorted(set(roi["frames"])), DBT_FRAME_PANELS)
+    roi, shown = chosen
     return dbt_overlay_figure(*read_frames(roi["dicom_path"], shown), roi)
 
 
 def plot_suspect_flips(run: RunTables) -> Figure:
-    """A seeded sample of at most FLIP_PANELS suspect flips, each on its image."""
-    rois = _extracted(run)
-    flips = rois[rois["suspect_flip"].fillna(False)]
-    shown = flips.sample(min(len(flips), FLIP_PANELS), random_state=SEED).sort_index()
+    """A seeded sample of suspect flips (figure_data.suspect_flip_sample), each on its image."""
+    shown, total = suspect_flip_sample(extracted_rois(run.rois, run.manifest))
     cases = [(read_frames(row["dicom_path"], [0])[0][0], row) for _, row in shown.iterrows()]
-    return suspect_flip_figure(cases, len(flips))
+    return suspect_flip_figure(cases, total)
 
 
 PLOTS: dict[str, Callable[[RunTables], Figure]] = {
