@@ -1,0 +1,76 @@
+"""embedpatch installs like any Python package, and rule scripts import it without path edits."""
+
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "workflow" / "scripts"
+PATH_EDIT = re.compile(r"sys\.path\.(insert|append|extend)|PYTHONPATH")
+
+
+def readme_block(heading: str, index: int = 0) -> str:
+    """The `index`-th python code block of the README section `heading`."""
+    section = (ROOT / "README.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)[index]
+
+
+def test_no_project_file_edits_the_module_search_path():
+    files = [*ROOT.glob("*.toml"), ROOT / "Snakefile", ROOT / "Makefile"]
+    for folder in ("workflow", "tests", "bench", ".ci"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".smk", ".sh"}]
+    offenders = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in files
+        if path != Path(__file__)
+        for line in path.read_text().splitlines()
+        if PATH_EDIT.search(line)
+    ]
+    assert not offenders
+
+
+def test_a_rule_script_imports_the_package_from_its_own_folder(tmp_path):
+    """As a job in a conda env does: another Python (this one, isolated: no site-packages
+    of the project's venv, no PYTHONPATH), a working directory outside the project, and
+    only what Snakemake's script preamble adds for a local script, its own folder."""
+    code = (
+        f"import sys; sys.path.append({str(SCRIPTS)!r})\n"
+        "import embedpatch, embedpatch.logs, embedpatch.vocab\n"
+        "print(embedpatch.__file__)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}  # PYTHONPATH unset
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    result = subprocess.run(
+        [str(base), "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent == SCRIPTS / "embedpatch"
+
+
+@pytest.mark.workflow
+def test_pip_install_then_the_readme_loader_example_runs_elsewhere(tmp_path, demo_run):
+    """A fresh virtual env, `pip install <checkout>`, and the README's example run from the
+    demo run's folder (outside the checkout): the loader needs no workflow dependency."""
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True, text=True
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    example = readme_block("Reading the patches for training")
+    check = "\nimport sys; assert not {'snakemake', 'matplotlib'} & set(sys.modules)\n"
+    result = subprocess.run(
+        [python, "-c", example + check], cwd=demo_run, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, *_ = result.stdout.split()
+    assert int(count) > 0
+    listed = subprocess.run(
+        [python, "-m", "pip", "show", "-f", "embedpatch"], capture_output=True, text=True
+    )
+    assert "embedpatch/config.schema.yaml" in listed.stdout  # package data shipped
