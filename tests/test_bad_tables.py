@@ -201,13 +201,21 @@ def test_a_header_only_table_runs_to_the_end(demo_table, demo_cohort, tmp_path):
 
 @pytest.fixture(scope="module")
 def messy_run(demo_cohort, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """Two exams whose table has reordered and extra columns, non-ASCII text and a
+    """A few exams whose table has reordered and extra columns, non-ASCII text and a
     non-ASCII file name, a row repeated verbatim, a second row for one image with another
     box, and a box written with a full-width digit. Returns the run and the rows' paths."""
     clean = clean_rows(demo_cohort)
     exam_a = exams_with(clean, "2D", "3D")[0]
-    exam_b = next(acc for acc in exams_with(clean, "2D") if acc != exam_a)
-    table = clean[clean["acc_anon"].isin([exam_a, exam_b])].reset_index(drop=True)
+    exams = [exam_a, *(acc for acc in exams_with(clean, "2D") if acc != exam_a)]
+
+    def rows_of(count: int) -> pd.DataFrame:
+        return clean[clean["acc_anon"].isin(exams[:count])].reset_index(drop=True)
+
+    def roi_2d_rows(table: pd.DataFrame) -> int:
+        return int((table["FinalImageType"].eq("2D") & has_rois(table)).sum())
+
+    # The first exams (at least two) that hold three 2D rows with ROIs between them.
+    table = next(rows_of(n) for n in range(2, len(exams) + 1) if roi_2d_rows(rows_of(n)) >= 3)
     root = tmp_path_factory.mktemp("messy_inputs") / "images"
     copy_images(table, demo_cohort, root)
     roi_2d = table.index[table["FinalImageType"].eq("2D") & has_rois(table)]

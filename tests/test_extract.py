@@ -59,7 +59,8 @@ def settings(**changes) -> PatchSettings:
 
 @pytest.fixture(scope="module")
 def catalog(demo_cohort) -> dict[str, dict]:
-    """One readable demo image of every kind: its table fields, local path and header."""
+    """One readable 12-bit (uint16) demo image of every kind: its table fields, local path
+    and header."""
     table = pd.read_csv(demo_cohort / "tables" / "metadata.csv", dtype=str)
     found = {}
     for row in table.to_dict("records"):
@@ -69,8 +70,10 @@ def catalog(demo_cohort) -> dict[str, dict]:
         local = demo_cohort / "images" / path.removeprefix(SOURCE_PREFIX)
         try:
             with ImageReader(local) as reader:
-                header = reader.header
+                header, dtype = reader.header, reader.dtype
         except ImageError:
+            continue
+        if dtype != np.uint16:  # the 12-bit kinds; other pixel types: test_combine, test_workflow
             continue
         kind = (
             row["FinalImageType"],
