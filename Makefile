@@ -5,13 +5,17 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 run: $(VENV)/.run-deps
 	$(BIN)/snakemake --cores $(CORES)
 
 test: $(VENV)/.dev-deps
 	$(BIN)/pytest
+
+# The fast tier: no Snakemake run, no server process, no exhaustive sweep (under a minute).
+test-fast: $(VENV)/.dev-deps
+	$(BIN)/pytest -m "not workflow and not slurm and not slow"
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

@@ -344,6 +344,7 @@ def roi_rows(draw: st.DrawFn, images: dict) -> dict:
     }
 
 
+@pytest.mark.slow
 @given(data=st.data())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fuzzed_roi_cells_never_break_the_accounting(images, data):

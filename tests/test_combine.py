@@ -57,9 +57,16 @@ def assert_combined_equals_shards(results: Path) -> None:
         np.testing.assert_array_equal(combined[position], expected[shard][index])
 
 
+@pytest.fixture(scope="module")
+def written_results(tmp_path_factory) -> Path:
+    """Shards and a manifest of 12 patients, written once for the module."""
+    return write_results(tmp_path_factory.mktemp("written") / "results", n_patients=12)
+
+
 @pytest.fixture
-def results(tmp_path) -> Path:
-    return write_results(tmp_path / "results", n_patients=12)
+def results(written_results, tmp_path) -> Path:
+    """A copy of `written_results` each test may change."""
+    return Path(shutil.copytree(written_results, tmp_path / "results"))
 
 
 def test_combined_file_equals_the_shards_patch_by_patch(results):

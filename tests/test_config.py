@@ -86,6 +86,7 @@ def test_user_inputs_resolve_to_their_paths():
     assert inputs.path_rewrite == (("/mnt/NAS2/", "/data/images/"),)
 
 
+@pytest.mark.workflow
 def test_snakemake_stops_with_one_clear_line(tmp_path):
     result = subprocess.run(
         [

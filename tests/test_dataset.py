@@ -309,6 +309,7 @@ def loader_batches(dataset, num_workers: int, context: str | None = None) -> tup
     return patches, shards, indexes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("num_workers", "context"), [(0, None), (2, "fork"), (2, "spawn")], ids=str
 )

@@ -14,6 +14,7 @@ def run(*command: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.workflow
 def test_snakemake_lint_is_clean():
     result = run(sys.executable, "-m", "snakemake", "--lint")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -24,6 +24,8 @@ from embedpatch.reasons import RoiReason
 from s3lab import DUMMY_CREDENTIALS, boto3_client, upload_tree
 from test_dicom_io import write_dicom
 
+pytestmark = pytest.mark.slow  # a real S3 server process: full tier
+
 FRAMES, ROWS, COLUMNS = 24, 256, 192
 WINDOW = (40, 104, 30, 94)  # a 64 x 64 window
 KIB = 1024

@@ -31,6 +31,8 @@ from pydicom.data.data_manager import DATA_ROOT
 
 from embedpatch.dicom import ImageError, ImageReader, read_header
 
+pytestmark = pytest.mark.slow  # every grayscale file of two test-data sets: full tier
+
 # Both local stores, listed here rather than with get_testdata_files(): that also
 # downloads files missing from pydicom-data 1.0.0, so the set would depend on the network.
 STORES = {"pydicom": Path(DATA_ROOT) / "test_files", "pydicom-data": DataStore().data_path}

@@ -2,7 +2,7 @@
 
 Also pins what s3fs 2026.9 does over the wire (HEAD on open, ranged GETs per cache type),
 which exception each failure becomes, and how retries multiply (s3fs retries on top of
-botocore's). S3LAB_MEASURE=1 runs the slow measurement of the default retry policy.
+botocore's).
 """
 
 import errno
@@ -34,6 +34,8 @@ from s3lab import (
     s3_filesystem,
     upload_tree,
 )
+
+pytestmark = pytest.mark.slow  # a real S3 server process: full tier
 
 pytest_plugins = ["s3_fixtures"]
 
@@ -430,23 +432,3 @@ def test_demo_cohort_is_served_and_a_dicom_header_costs_few_requests(
     records = s3lab.proxy.records()
     assert [r.method for r in records][:1] == ["HEAD"]
     assert len(records) <= 4, wire(s3lab)
-
-
-@pytest.mark.skipif(not os.environ.get("S3LAB_MEASURE"), reason="slow: set S3LAB_MEASURE=1")
-def test_measure_default_retries_on_a_permanent_503(s3lab, s3_bucket, s3_fs_factory):
-    put(s3lab, s3_bucket, "obj", 1000)
-    s3lab.proxy.add_fault(f"{s3_bucket}/obj", status=503)
-    fs = s3_fs_factory()
-    for label, call in [
-        ("s3fs cat_file (GET)", lambda: fs.cat_file(f"{s3_bucket}/obj", start=0, end=10)),
-        ("s3fs open (HEAD)", lambda: fs.open(f"{s3_bucket}/obj")),
-        (
-            "boto3 get_object",
-            lambda: boto3_client(s3lab.endpoint_url).get_object(Bucket=s3_bucket, Key="obj"),
-        ),
-    ]:
-        s3lab.proxy.reset()
-        started = time.monotonic()
-        with pytest.raises(Exception):  # noqa: B017
-            call()
-        print(f"{label}: {time.monotonic() - started:.1f} s, {len(s3lab.proxy.records())} requests")

@@ -197,6 +197,7 @@ def kill_mid_write(path: Path) -> Path:
     return temporary
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_no_shard_under_the_final_name(tmp_path):
     path = tmp_path / "exam.h5"
     temporary = kill_mid_write(path)
@@ -206,6 +207,7 @@ def test_killed_writer_leaves_no_shard_under_the_final_name(tmp_path):
         read_shard(temporary)
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_the_previous_shard_intact(tmp_path):
     path = tmp_path / "exam.h5"
     previous = make_exam(4)

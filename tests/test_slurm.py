@@ -186,6 +186,7 @@ def test_profile_resources_are_python_expressions_of_attempt():
             assert values == sorted(values), (rule, name)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("name", ["default", "slurm"])
 def test_profile_is_accepted_by_snakemake(name, tmp_path):
     """Every key is a valid option (a dry run refuses unknown ones), with or without SLURM."""

@@ -31,28 +31,24 @@ def test_demo_run_writes_the_filtered_table(demo_run):
     assert filtered["dicom_path"].map(lambda p: (demo_run / p).is_file() or Path(p).is_file()).any()
 
 
+NOT_IN_ALL = {"all", "list_needed_images"}  # the default target, and a target of its own
+
+
 def test_demo_run_logs_every_rule(demo_run):
-    logs = sorted(path.name for path in (demo_run / "results/logs").iterdir())
-    assert "demo_cohort.log" in logs
-    assert "filter_metadata.log" in logs
+    """Every rule the default target ran wrote a non-empty log (batch jobs: one each)."""
+    listed = run_snakemake(demo_run, "--list-rules")
+    assert listed.returncode == 0, listed.stderr
+    rules = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()} - NOT_IN_ALL
+    logs = demo_run / "results/logs"
+    for rule in sorted(rules):
+        files = [logs / f"{rule}.log"] if (logs / f"{rule}.log").exists() else []
+        files += sorted((logs / rule).glob("*.log")) if (logs / rule).is_dir() else []
+        assert files and all(path.stat().st_size > 0 for path in files), rule
 
 
-def test_rerun_with_nothing_changed_runs_nothing(demo_run):
-    result = run_snakemake(demo_run, "--dry-run")
-    assert result.returncode == 0, result.stderr
-    assert "Nothing to be done" in result.stdout + result.stderr
-
-
-def test_demo_run_accounts_for_every_roi(demo_run):
-    summary = json.loads((demo_run / "results/rois/roi_summary.json").read_text())
-    accepted = pd.read_parquet(demo_run / "results/rois/rois.parquet")
+def test_demo_run_rejects_exactly_the_bad_rows_of_the_truth_file(demo_run):
+    """The ROI accounting identities are checked by test_roi_table; here, the reasons."""
     rejected = pd.read_parquet(demo_run / "results/rois/rejected.parquet")
-    assert summary["rois_declared"] == len(accepted) + rejected["n_rois"].sum() > 0
-    assert summary["rows_in"] == (
-        summary["rows_with_accepted_rois"]
-        + summary["rows_all_rois_rejected"]
-        + summary["rows_without_rois"]
-    )
     truth = json.loads((demo_run / "results/demo/truth.json").read_text())
     expected = {(r["anon_dicom_path"], r["reason"]) for r in truth if r["kind"] == "reject"}
     assert expected == set(zip(rejected["anon_dicom_path"], rejected["reason"], strict=True))

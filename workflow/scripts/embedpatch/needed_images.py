@@ -9,11 +9,15 @@ opened, so `aws s3 cp` or `s5cmd` can fetch exactly these objects.
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from embedpatch.atomic import atomic_output
 from embedpatch.roi_table import read_filtered, rows_with_roi_cells
 from embedpatch.vocab import DICOM_PATH, FLAT_TYPES, IMAGE_TYPE
+
+log = logging.getLogger(__name__)
 
 
 def needed_images(filtered: pd.DataFrame, negatives_per_image: int) -> list[str]:
@@ -29,4 +33,5 @@ def write_needed_images(filtered_path: str, out_path: str, negatives_per_image: 
     locations = needed_images(read_filtered(filtered_path), negatives_per_image)
     with atomic_output(out_path) as temporary:
         temporary.write_text("".join(f"{location}\n" for location in locations))
+    log.info("%d images listed in %s", len(locations), out_path)
     return len(locations)

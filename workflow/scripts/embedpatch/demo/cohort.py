@@ -72,7 +72,7 @@ GE = Vendor("GE", "Senographe Pristina", (2850, 2394), "MONOCHROME2", False)
 FUJIFILM = Vendor("FUJIFILM", "AMULET Innovality", (2816, 2304), "MONOCHROME1", False)
 
 
-class RoiPolicy(Enum):
+class DemoRois(Enum):
     """Where an exam's ROIs come from."""
 
     RANDOM = "random"  # ordinary findings; hosts the odd cases
@@ -81,24 +81,24 @@ class RoiPolicy(Enum):
 
 
 @dataclass(frozen=True)
-class ExamSpec:
+class DemoExam:
     """What kind of exam to draw."""
 
     vendor: Vendor
     tomo: bool
-    policy: RoiPolicy
+    policy: DemoRois
     pixels: PixelType = PixelType.UINT16  # how its images store their values
 
 
 # The first exams are fixed so every cohort has tomosynthesis, MONOCHROME1, a negative
 # exam, and exams whose every image is signed (int16) or 8-bit (uint8).
 FIXED_EXAMS = (
-    ExamSpec(HOLOGIC, True, RoiPolicy.RANDOM),
-    ExamSpec(HOLOGIC, True, RoiPolicy.RANDOM),
-    ExamSpec(FUJIFILM, False, RoiPolicy.CASE_ONLY),
-    ExamSpec(GE, False, RoiPolicy.NONE),
-    ExamSpec(GE, False, RoiPolicy.CASE_ONLY, PixelType.INT16),
-    ExamSpec(HOLOGIC, False, RoiPolicy.CASE_ONLY, PixelType.UINT8),
+    DemoExam(HOLOGIC, True, DemoRois.RANDOM),
+    DemoExam(HOLOGIC, True, DemoRois.RANDOM),
+    DemoExam(FUJIFILM, False, DemoRois.CASE_ONLY),
+    DemoExam(GE, False, DemoRois.NONE),
+    DemoExam(GE, False, DemoRois.CASE_ONLY, PixelType.INT16),
+    DemoExam(HOLOGIC, False, DemoRois.CASE_ONLY, PixelType.UINT8),
 )
 
 
@@ -112,7 +112,7 @@ class Exam:
     study_date: date
     age: int
     density: int
-    spec: ExamSpec
+    spec: DemoExam
     study_uid: str
 
     @property
@@ -217,11 +217,11 @@ def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
 # ---- patients and exams ----------------------------------------------------------
 
 
-def _exam_specs(rng: np.random.Generator, n_exams: int) -> list[ExamSpec]:
+def _exam_specs(rng: np.random.Generator, n_exams: int) -> list[DemoExam]:
     specs = list(FIXED_EXAMS[:n_exams])
     for _ in range(n_exams - len(specs)):
         vendor = GE if rng.random() < 0.2 else HOLOGIC
-        specs.append(ExamSpec(vendor, vendor.has_tomo and rng.random() < 0.4, RoiPolicy.RANDOM))
+        specs.append(DemoExam(vendor, vendor.has_tomo and rng.random() < 0.4, DemoRois.RANDOM))
     return specs
 
 
@@ -460,7 +460,7 @@ def _plain_2d(img: PlannedImage) -> bool:
     return (
         img.image_type == "2D"
         and not img.spot_mag
-        and img.exam.spec.policy is RoiPolicy.RANDOM
+        and img.exam.spec.policy is DemoRois.RANDOM
         and img.exam.spec.vendor.photometric == "MONOCHROME2"
     )
 
@@ -470,7 +470,7 @@ def _plain_2d_right(img: PlannedImage) -> bool:
 
 
 def _dbt(img: PlannedImage) -> bool:
-    return img.image_type == "3D" and img.exam.spec.policy is RoiPolicy.RANDOM
+    return img.image_type == "3D" and img.exam.spec.policy is DemoRois.RANDOM
 
 
 def _monochrome1(img: PlannedImage) -> bool:
@@ -483,7 +483,7 @@ def _exam_2d(pixels: PixelType) -> Callable[[PlannedImage], bool]:
 
 
 def _random_cview(img: PlannedImage) -> bool:
-    return img.image_type == "cview" and img.exam.spec.policy is RoiPolicy.RANDOM
+    return img.image_type == "cview" and img.exam.spec.policy is DemoRois.RANDOM
 
 
 @dataclass(frozen=True)
@@ -674,7 +674,7 @@ def _assign_findings(
     """Ordinary ROIs on images of exam sides that carry a finding; one on each spot view."""
     sides = [{side for side in "LR" if rng.random() < FINDING_SIDE_P} for _ in exams]
     for img in images:
-        if img.case is not None or img.exam.spec.policy is not RoiPolicy.RANDOM:
+        if img.case is not None or img.exam.spec.policy is not DemoRois.RANDOM:
             continue
         if img.spot_mag:
             _give_rois(img, rng, 1)

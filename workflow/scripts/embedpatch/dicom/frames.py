@@ -134,7 +134,7 @@ def _pixel_module(layout: PixelLayout, pixel_data: bytes, frames: int = 1) -> Da
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.TransferSyntaxUID = header.transfer_syntax_uid
-    for keyword in ("PixelRepresentation", "PlanarConfiguration", "HighBit"):
+    for keyword in ("PlanarConfiguration", "HighBit"):
         if keyword in layout.dataset:
             setattr(dataset, keyword, layout.dataset[keyword].value)
     dataset.Rows = header.rows
