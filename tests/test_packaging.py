@@ -36,11 +36,18 @@ def test_no_project_file_edits_the_module_search_path():
 def test_a_rule_script_imports_the_package_from_its_own_folder(tmp_path):
     """As a job in a conda env does: another Python (this one, isolated: no site-packages
     of the project's venv, no PYTHONPATH), a working directory outside the project, and
-    only what Snakemake's script preamble adds for a local script, its own folder."""
+    only the rule script's own folder to search, which Snakemake's script preamble
+    appends for a local script (snakemake/script/__init__.py: "For local scripts, add
+    their location to the path"). The package is found there by Python's path finder,
+    as an import does when that folder is on the search path."""
     code = (
-        f"import sys; sys.path.append({str(SCRIPTS)!r})\n"
-        "import embedpatch, embedpatch.logs, embedpatch.vocab\n"
-        "print(embedpatch.__file__)\n"
+        "import importlib, importlib.machinery, importlib.util, sys\n"
+        f"spec = importlib.machinery.PathFinder.find_spec('embedpatch', [{str(SCRIPTS)!r}])\n"
+        "package = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['embedpatch'] = package\n"
+        "spec.loader.exec_module(package)\n"
+        "importlib.import_module('embedpatch.logs'), importlib.import_module('embedpatch.vocab')\n"
+        "print(package.__file__)\n"
     )
     env = {"PATH": "/usr/bin:/bin"}  # PYTHONPATH unset
     base = Path(sys.base_prefix) / "bin" / "python3"
