@@ -114,7 +114,7 @@ def measure(lab: Lab, operation: Callable[[], object]) -> dict:
 
 
 def download(url: str) -> bytes:
-    return object_store.current_store()._fs(url).cat_file(url)
+    return object_store.current_store().filesystem_for(url).cat_file(url)
 
 
 def operations(url: dict[str, str]) -> dict[str, Callable[[], object]]:
@@ -202,7 +202,7 @@ def whole_run(lab: Lab, cohort: Path, env: dict) -> list[dict]:
     keys = [f"{root}/images/{path.relative_to(cohort / 'images')}" for path in images]
 
     def download_all() -> None:
-        fs = object_store.current_store()._fs(keys[0])
+        fs = object_store.current_store().filesystem_for(keys[0])
         fs.cat(keys)  # concurrent whole-object GETs: what a download script does
 
     result = measure(lab, download_all)

@@ -155,13 +155,14 @@ class ObjectStore:
         filesystem.retries = 1
         return filesystem
 
-    def _fs(self, url: str) -> Any:
+    def filesystem_for(self, url: str) -> Any:
+        """The filesystem serving `url` (its scheme's)."""
         return self.filesystem(url.split(SCHEME_SEPARATOR, 1)[0])
 
     def info(self, url: str) -> dict[str, Any]:
         """The object's metadata (one HEAD): size, ETag, LastModified, ..."""
         try:
-            info = self._fs(url).info(url)
+            info = self.filesystem_for(url).info(url)
         except Exception as error:  # the store's clients raise many kinds
             raise _map_error(error, url) from error
         finally:
@@ -178,9 +179,9 @@ class ObjectStore:
         ends = [offset + length for offset, length in ranges]
         try:
             if len(ranges) == 1:
-                chunks = [self._fs(url).cat_file(url, start=starts[0], end=ends[0])]
+                chunks = [self.filesystem_for(url).cat_file(url, start=starts[0], end=ends[0])]
             else:
-                chunks = self._fs(url).cat_ranges([url] * len(ranges), starts, ends)
+                chunks = self.filesystem_for(url).cat_ranges([url] * len(ranges), starts, ends)
         except Exception as error:  # the store's clients raise many kinds
             raise _map_error(error, url) from error
         failed = [chunk for chunk in chunks if isinstance(chunk, BaseException)]
@@ -299,7 +300,7 @@ def preflight(locations: Mapping[str, str]) -> None:
     one line naming what to set otherwise. `locations`: what it is -> URL."""
     for what, url in locations.items():
         try:
-            _store._fs(url).info(url)
+            _store.filesystem_for(url).info(url)
         except Exception as error:  # the store's clients raise many kinds
             raise StoreError(_preflight_problem(what, url, error)) from error
 
@@ -315,7 +316,7 @@ TABLE_BLOCK_BYTES = 16 << 20
 
 def open_stream(url: str) -> BinaryIO:
     """A table object opened for sequential reading (read-ahead blocks of TABLE_BLOCK_BYTES)."""
-    filesystem = _store._fs(url)
+    filesystem = _store.filesystem_for(url)
     TRANSFER.add(1, 0)
     return filesystem.open(url, "rb", block_size=TABLE_BLOCK_BYTES, cache_type="readahead")
 
