@@ -21,6 +21,7 @@ from embedpatch.object_store import (
     preflight,
 )
 from embedpatch.reasons import RoiReason
+from embedpatch.tables import read_table
 from s3lab import DUMMY_CREDENTIALS, boto3_client, upload_tree
 from test_dicom_io import write_dicom
 
@@ -272,3 +273,14 @@ def test_a_downsampled_view_then_windows_fetch_the_frame_once(store, s3lab, buck
     requests, received = traffic(s3lab)
     assert requests == 3  # HEAD, header, frame
     assert received <= HEADER_PREFIX + ROWS * COLUMNS * 2
+
+
+def test_a_table_read_counts_the_bytes_it_fetched(store, s3lab, demo_cohort_s3):
+    table = f"{demo_cohort_s3.root}/tables/metadata.csv"
+    before = object_store.TRANSFER.as_dict()
+    s3lab.proxy.reset()
+    read_table(table, ["acc_anon", "anon_dicom_path"])
+    after = object_store.TRANSFER.as_dict()
+    requests, received = traffic(s3lab)
+    assert after["bytes"] - before["bytes"] == received > 0
+    assert after["requests"] - before["requests"] <= requests

@@ -108,6 +108,7 @@ def test_the_summary_states_what_each_stage_fetched(s3_run):
     fetched = summary["object_store"]
     assert fetched["rois"]["bytes"] > 0 and fetched["patches"]["bytes"] > 0
     assert fetched["filter"]["requests"] >= 2  # the metadata and clinical tables
+    assert fetched["filter"]["bytes"] > 0
     image_bytes = sum(r.body_bytes for r in records if r.key.endswith(".dcm"))
     assert fetched["rois"]["bytes"] + fetched["patches"]["bytes"] <= image_bytes
 

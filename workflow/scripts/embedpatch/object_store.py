@@ -18,9 +18,10 @@ whole-range calls, never a shared file object, so threads may share it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -241,7 +242,7 @@ class ObjectSource:
 
     def _fetch(self, ranges: Sequence[Range]) -> list[bytes]:
         """Each range's bytes from the store, nearby ranges fetched as one GET."""
-        merged, where = coalesce(ranges, self._store.options.coalesce_gap)
+        merged, where = coalesce(ranges, self.gap)
         chunks = self._store.read_ranges(self.name, merged)
         for (offset, length), chunk in zip(merged, chunks, strict=True):
             if len(chunk) != length:
@@ -314,11 +315,18 @@ TABLE_BLOCK_BYTES = 16 << 20
 """Block size of streamed tables: one GET per 16 MiB of a metadata CSV."""
 
 
-def open_stream(url: str) -> BinaryIO:
-    """A table object opened for sequential reading (read-ahead blocks of TABLE_BLOCK_BYTES)."""
+@contextlib.contextmanager
+def open_stream(url: str) -> Iterator[BinaryIO]:
+    """A table object opened for sequential reading (read-ahead blocks of TABLE_BLOCK_BYTES),
+    closed on exit; its HEAD and the blocks it fetched are counted in TRANSFER."""
     filesystem = _store.filesystem_for(url)
-    TRANSFER.add(1, 0)
-    return filesystem.open(url, "rb", block_size=TABLE_BLOCK_BYTES, cache_type="readahead")
+    TRANSFER.add(1, 0)  # the HEAD of open
+    with filesystem.open(url, "rb", block_size=TABLE_BLOCK_BYTES, cache_type="readahead") as file:
+        cache = file.cache  # kept: closing the file (pyarrow does) drops it
+        try:
+            yield file
+        finally:
+            TRANSFER.add(cache.miss_count, cache.total_requested_bytes)
 
 
 def identity(url: str) -> str:

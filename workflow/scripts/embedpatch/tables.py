@@ -88,13 +88,12 @@ def _opened(path: str | Path) -> Iterator[str | Path | BinaryIO]:
         yield path
         return
     try:
-        file = object_store.open_stream(str(path))
+        with object_store.open_stream(str(path)) as file:
+            yield file
     except FileNotFoundError:
         raise TableError(f"{path}: no such object") from None
-    except OSError as error:
+    except OSError as error:  # the store failing while the table is read, too
         raise TableError(f"{path}: cannot read from the object store ({error})") from None
-    with file:
-        yield file
 
 
 def _raw_column_names(path: str | Path) -> list[str]:
