@@ -28,8 +28,10 @@ def roi(path: str, acc: int, index: int, box=(10, 20, 30, 40), **flags) -> dict:
         "ymax": ymax,
         "xmax": xmax,
         "frames": flags.pop("frames", []),
+        "rows": 120,
         "columns": 100,
         "suspect_flip": flags.pop("suspect_flip", False),
+        "mirror": flags.pop("mirror", "x"),
         "flip_fixed": flags.pop("flip_fixed", False),
     }
 
@@ -71,6 +73,9 @@ def test_suspect_flip_keeps_negatives_off_its_mirror_too():
     flipped = pd.DataFrame([roi("a/1.dcm", ACC_A, 0, (10, 20, 30, 40), suspect_flip=True)])
     exam = json.loads(build_exam_specs(flipped, IMAGES.iloc[0:0], 0)[str(ACC_A)])
     assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [10, 60, 30, 80]]
+    upside_down = flipped.assign(mirror="y")
+    exam = json.loads(build_exam_specs(upside_down, IMAGES.iloc[0:0], 0)[str(ACC_A)])
+    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [90, 20, 110, 40]]
 
 
 def test_images_with_refused_rois_give_no_negatives():

@@ -50,12 +50,21 @@ def roi_rows(*rows: dict) -> pd.DataFrame:
         "rows": 100,
         "columns": 100,
         "n_frames": 1,
+        "coords_space": "dicom",
+        "flip_h": False,
+        "flip_v": False,
         "clipped": False,
         "near_duplicate_of": pd.NA,
+        "axes_swapped": False,
+        "axes_fixed": False,
+        "frames_on_2d": False,
         "suspect_flip": False,
         "flip_fixed": False,
+        "mirror": "x",
         "box_tissue": 1.0,
         "mirror_tissue": 0.0,
+        "box_contrast": 0.0,
+        "mirror_contrast": 0.0,
     }
     return pd.DataFrame([defaults | row for row in rows], columns=list(defaults))
 
@@ -175,13 +184,16 @@ def test_warning_counts():
     rois = roi_rows(
         {"clipped": True, "near_duplicate_of": 0},
         {"suspect_flip": True, "flip_fixed": True},
-        {},
+        {"axes_swapped": True, "frames_on_2d": True},
     )
     assert warning_counts(rois).to_dict() == {
         "clipped": 1,
         "near_duplicate": 1,
         "suspect_flip": 1,
         "flip_fixed": 1,
+        "suspect_axes_swapped": 1,
+        "axes_fixed": 0,
+        "frames_on_2d": 1,
     }
 
 

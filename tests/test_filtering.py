@@ -155,7 +155,8 @@ def test_each_row_is_kept_or_dropped_with_its_first_failing_reason(tmp_path, suf
 def test_every_original_column_is_kept_typed_and_in_order(tmp_path):
     rows = rows_for(CASES)
     filtered, _, _ = run(tmp_path, rows)
-    assert filtered.column_names == [*BASE, "dicom_path"]
+    assert filtered.column_names == [*BASE, "dicom_path", "coords_column"]
+    assert set(filtered["coords_column"].to_pylist()) == {"ROI_coords"}
     assert filtered.schema.field("acc_anon").type == pa.int64()
     assert filtered.schema.field("Rows").type == pa.int64()
     assert filtered.schema.field("label").type == pa.string()

@@ -10,6 +10,7 @@ import pytest
 from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.filtering import filter_metadata
+from embedpatch.geometry import Mirror
 from embedpatch.roi_table import run_roi_stage
 
 
@@ -34,10 +35,10 @@ def run_stage(filtered: Path, out: Path, **changes) -> dict:
     }
 
 
-def filter_demo(cohort: Path, out: Path) -> Path:
+def filter_demo(cohort: Path, out: Path, table: str = "metadata.csv") -> Path:
     filtered = out / "filtered.parquet"
     filter_metadata(
-        str(cohort / "tables/metadata.csv"),
+        str(cohort / "tables" / table),
         str(filtered),
         str(out / "dropped.parquet"),
         str(out / "filter_summary.json"),
@@ -95,11 +96,17 @@ def test_warnings_flag_the_right_rois(stage, truth):
         "clipped": lambda roi: bool(roi["clipped"]),
         "near_duplicate": lambda roi: not pd.isna(roi["near_duplicate_of"]),
         "suspect_flip": lambda roi: bool(roi["suspect_flip"]),
+        "suspect_axes_swapped": lambda roi: bool(roi["axes_swapped"]) and bool(roi["clipped"]),
+        "frames_on_2d": lambda roi: bool(roi["frames_on_2d"]) and list(roi["frames"]) == [],
     }
     for record in records(truth, "warn"):
         assert flagged[record["reason"]](accepted_roi(stage, record)), record
+        if record["reason"] == "suspect_flip":
+            axis = record["note"].split("-mirror")[0].split()[-1]
+            assert accepted_roi(stage, record)["mirror"] == axis, record
     accepted = stage["accepted"]
-    assert accepted["clipped"].sum() == len([r for r in truth if r["reason"] == "clipped"])
+    clipping = ("clipped", "suspect_axes_swapped")  # a swapped box is kept clipped
+    assert accepted["clipped"].sum() == len([r for r in truth if r["reason"] in clipping])
     assert accepted["suspect_flip"].sum() == len(
         [r for r in truth if r["reason"] == "suspect_flip"]
     )
@@ -159,10 +166,9 @@ def test_flip_policy_fix_uses_the_mirrored_box(filtered, stage, tmp_path):
             & (fixed["roi_index"] == roi["roi_index"])
         ].iloc[0]
         assert same["flip_fixed"]
-        assert (same["xmin"], same["xmax"]) == (
-            roi["columns"] - roi["xmax"],
-            roi["columns"] - roi["xmin"],
-        )
+        box = (roi["ymin"], roi["xmin"], roi["ymax"], roi["xmax"])
+        mirrored = Mirror(roi["mirror"]).apply(box, roi["rows"], roi["columns"])
+        assert (same["ymin"], same["xmin"], same["ymax"], same["xmax"]) == mirrored
 
 
 def test_flip_policy_reject_refuses_the_roi(filtered, stage, tmp_path):
@@ -175,8 +181,8 @@ def test_flip_policy_reject_refuses_the_roi(filtered, stage, tmp_path):
 def test_border_policy_reject_refuses_instead_of_clipping(filtered, stage, tmp_path):
     result = run_stage(filtered, tmp_path, border="reject")
     assert not result["accepted"]["clipped"].any()
-    crossing = result["rejected"][result["rejected"]["reason"] == "crosses_border"]
-    assert len(crossing) == stage["accepted"]["clipped"].sum()
+    refused = result["rejected"]["reason"].isin(["crosses_border", "suspect_axes_swapped"])
+    assert refused.sum() == stage["accepted"]["clipped"].sum()
 
 
 def test_near_duplicate_drop_policy_rejects_them(filtered, stage, tmp_path):
@@ -212,3 +218,50 @@ def test_monochrome1_image_is_checked_with_tissue_bright(stage):
             assert not rois["suspect_flip"].any()
             return
     pytest.fail("the demo cohort has no MONOCHROME1 image with ROIs")
+
+
+# ---- coordinate spaces: the older table lists boxes on the maintainers' PNGs ----------------
+
+KEY = ["anon_dicom_path", "roi_index"]
+BOX = ["ymin", "xmin", "ymax", "xmax"]
+
+
+@pytest.fixture(scope="module")
+def legacy_filtered(demo_cohort, tmp_path_factory) -> Path:
+    return filter_demo(demo_cohort, tmp_path_factory.mktemp("legacy"), "metadata_legacy.csv")
+
+
+def boxes_by_roi(accepted: pd.DataFrame) -> pd.DataFrame:
+    return accepted.set_index(KEY)[BOX].sort_index()
+
+
+def test_png_space_restores_every_box_of_the_older_table(legacy_filtered, stage, tmp_path):
+    png = run_stage(legacy_filtered, tmp_path, coordinate_space="png")["accepted"]
+    pd.testing.assert_frame_equal(boxes_by_roi(png), boxes_by_roi(stage["accepted"]))
+    flat = png["FinalImageType"] != "3D"
+    right = png["ViewPosition"].isin(["CC", "MLO"]) & (png["ImageLateralityFinal"] == "R")
+    assert (png["flip_h"] == right).all() and not png["flip_v"].any()
+    assert (png["coords_space"] == "png").all()
+    assert png.loc[flat, "suspect_flip"].sum() == stage["accepted"]["suspect_flip"].sum()
+
+
+def test_older_table_read_as_dicom_space_shows_the_wrong_side(legacy_filtered, tmp_path):
+    as_dicom = run_stage(legacy_filtered, tmp_path)["accepted"]
+    flipped = as_dicom[as_dicom["suspect_flip"]]
+    assert len(flipped) > 2
+    assert (flipped["mirror"] == "x").sum() >= len(flipped) - 2
+
+
+def test_auto_space_finds_the_png_images_and_leaves_the_others(
+    legacy_filtered, filtered, stage, tmp_path
+):
+    auto_legacy = run_stage(legacy_filtered, tmp_path / "legacy", coordinate_space="auto")
+    auto_current = run_stage(filtered, tmp_path / "current", coordinate_space="auto")
+    chosen = auto_legacy["accepted"]
+    assert (chosen.loc[chosen["coords_space"] == "png", "flip_h"]).all()
+    assert (auto_current["accepted"]["coords_space"] == "dicom").all()
+    # Every mirrored 2D box that the dicom reading puts off the breast is restored.
+    truth = boxes_by_roi(stage["accepted"])
+    restored = boxes_by_roi(chosen[chosen["coords_space"] == "png"])
+    pd.testing.assert_frame_equal(restored, truth.loc[restored.index])
+    assert auto_legacy["summary"]["accepted_by_coords_space"]["png"] == len(restored) > 0

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from box_strategies import any_box, good_boxes, sides, value
+from embedpatch.geometry import Mirror
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_validate import (
     AcceptedRoi,
@@ -48,7 +49,7 @@ REASON_CASES = [
     ("non_integer", row_2d("[[10, 10, 20.5, 20], [1, 2, 3, 4]]", 2), DEFAULT, 0),
     ("inverted_box", row_2d("[[1, 2, 3, 4], [30, 10, 20, 20]]"), DEFAULT, 1),
     ("empty_box", row_2d("[[10, 10, 10, 20]]"), DEFAULT, 0),
-    ("outside_image", row_2d("[[1, 2, 3, 4], [10, 80, 20, 90]]"), DEFAULT, 1),
+    ("outside_image", row_2d("[[1, 2, 3, 4], [10, 120, 20, 130]]"), DEFAULT, 1),
     ("crosses_border", row_2d("[[90, 10, 120, 20]]"), ValidationPolicy(border="reject"), 0),
     (
         "frames_missing",
@@ -57,7 +58,13 @@ REASON_CASES = [
         1,
     ),
     ("frames_out_of_range", row_3d("[[10, 10, 20, 20]]", "[[11, 12]]"), DEFAULT, 0),
-    ("frames_on_2d", row_2d("[[10, 10, 20, 20]]", 1, "[[3]]"), DEFAULT, -1),
+    (
+        "frames_on_2d",
+        row_2d("[[10, 10, 20, 20]]", 1, "[[0]]"),
+        ValidationPolicy(frames_on_2d="reject"),
+        -1,
+    ),
+    ("suspect_axes_swapped", row_2d("[[1, 2, 3, 4], [10, 85, 20, 95]]"), DEFAULT, 1),
     (
         "frames_length_mismatch",
         row_3d("[[1, 2, 3, 4], [5, 6, 7, 8]]", "[[1]]"),
@@ -148,9 +155,11 @@ def test_near_duplicates_only_of_originals_so_flag_and_drop_agree():
 
 @pytest.mark.parametrize("frames", ["[[3]]", "[[]]", "((3,),)"])
 @pytest.mark.parametrize("image_type", ["2D", "cview"])
-def test_any_frames_entry_on_a_flat_image_rejects_the_row(image_type, frames):
+def test_strict_policy_rejects_the_row_for_any_frames_entry_on_a_flat_image(image_type, frames):
     row = RoiRow(image_type, 1, "[[1, 2, 3, 4]]", frames)
-    assert validate_image_rois(row, IMAGE).whole_row_rejection.reason == RoiReason.FRAMES_ON_2D
+    strict = ValidationPolicy(frames_on_2d="reject")
+    rejection = validate_image_rois(row, IMAGE, strict).whole_row_rejection
+    assert rejection.reason == RoiReason.FRAMES_ON_2D
 
 
 def test_3d_without_frames_rejects_each_roi():
@@ -281,3 +290,80 @@ def test_every_declared_roi_is_accounted_for_once(row_and_bounds, policy):
     assert {roi.roi_index for roi in flagged.accepted if roi.near_duplicate_of is not None} == {
         rej.roi_index for rej in dropped.rejected if rej.reason == RoiReason.NEAR_DUPLICATE
     }
+
+
+# ---- frame lists on 2D rows, swapped axes, boxes in another space ------------------------
+
+
+@pytest.mark.parametrize("image_type", ["2D", "cview"])
+def test_frame_lists_on_2d_rows_are_checked_per_roi(image_type):
+    row = RoiRow(
+        image_type,
+        4,
+        "[[1, 1, 5, 5], [10, 10, 20, 20], [30, 30, 40, 40], [50, 5, 60, 9]]",
+        "[[0], [], [0, 0], [3]]",
+    )
+    result = validate_image_rois(row, IMAGE)
+    assert [roi.roi_index for roi in result.accepted] == [0, 1, 2]
+    assert [roi.frames for roi in result.accepted] == [(), (), ()]
+    assert [roi.frames_on_2d for roi in result.accepted] == [True, False, True]
+    assert result.accepted[0].warnings == (RoiWarning.FRAMES_ON_2D,)
+    (rejection,) = result.rejected
+    assert (rejection.roi_index, rejection.reason) == (3, RoiReason.FRAMES_OUT_OF_RANGE)
+    assert rejection.detail == "frame 3 not in [0, 1)"
+
+
+def test_an_empty_frame_list_on_a_2d_row_is_no_frames():
+    for frames in ("[]", "()", None, "[[]]"):
+        (roi,) = validate_image_rois(row_2d("[[10, 10, 20, 20]]", 1, frames), IMAGE).accepted
+        assert roi.warnings == ()
+
+
+def test_frame_lists_on_2d_rows_must_match_the_boxes():
+    row = row_2d("[[1, 1, 5, 5], [10, 10, 20, 20]]", 2, "[[0]]")
+    rejection = validate_image_rois(row, IMAGE).whole_row_rejection
+    assert rejection.reason == RoiReason.FRAMES_LENGTH_MISMATCH
+
+
+SWAPPED = "[[10, 85, 20, 95], [50, 75, 60, 95]]"  # outside / crossing; fit as [x, y, x, y]
+
+
+def test_swapped_axes_flag_keeps_what_can_be_kept():
+    result = validate_image_rois(row_2d(SWAPPED), IMAGE)
+    assert [(r.roi_index, r.reason) for r in result.rejected] == [
+        (0, RoiReason.SUSPECT_AXES_SWAPPED)
+    ]
+    (roi,) = result.accepted
+    assert roi.box == (50, 75, 60, 80)
+    assert roi.warnings == (RoiWarning.CLIPPED, RoiWarning.SUSPECT_AXES_SWAPPED)
+
+
+def test_swapped_axes_fix_reads_the_box_swapped():
+    result = validate_image_rois(row_2d(SWAPPED), IMAGE, ValidationPolicy(axes_swapped="fix"))
+    assert [roi.box for roi in result.accepted] == [(85, 10, 95, 20), (75, 50, 95, 60)]
+    assert all(roi.axes_swapped and roi.axes_fixed for roi in result.accepted)
+    assert not any(roi.clipped for roi in result.accepted)
+
+
+def test_swapped_axes_reject_refuses_both():
+    result = validate_image_rois(row_2d(SWAPPED), IMAGE, ValidationPolicy(axes_swapped="reject"))
+    assert [r.reason for r in result.rejected] == [RoiReason.SUSPECT_AXES_SWAPPED] * 2
+
+
+def test_boxes_inside_or_overshooting_a_little_are_not_suspected_of_swapped_axes():
+    # the second crosses the right edge by a third of its width; it would fit swapped
+    result = validate_image_rois(row_2d("[[10, 20, 30, 40], [50, 70, 60, 85]]"), IMAGE)
+    assert [roi.axes_swapped for roi in result.accepted] == [False, False]
+    assert result.accepted[1].clipped
+
+
+@QUICK
+@given(box=good_boxes(), mirror=st.sampled_from(list(Mirror)))
+def test_mirrored_validation_maps_each_accepted_box(box, mirror):
+    row = row_2d(str([list(box)]))
+    plain = validate_image_rois(row, IMAGE)
+    mapped = validate_image_rois(row, IMAGE, mirror=mirror)
+    assert [r.reason for r in plain.rejected] == [r.reason for r in mapped.rejected]
+    assert [mirror.apply(roi.box, IMAGE.rows, IMAGE.columns) for roi in plain.accepted] == [
+        roi.box for roi in mapped.accepted
+    ]

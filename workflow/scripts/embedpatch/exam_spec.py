@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from embedpatch.batches import group_into_batches
-from embedpatch.geometry import Box, mirror_box_x
+from embedpatch.geometry import Box, Mirror
 from embedpatch.patch_spec import ExamSpec
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
 
@@ -50,7 +50,7 @@ def _avoid_boxes(roi: Mapping[str, Any]) -> list[Box]:
     """The ROI's box, and its mirror too when the ROI is a suspected (unfixed) flip."""
     box = _box(roi)
     if roi["suspect_flip"] and not roi["flip_fixed"]:
-        return [box, mirror_box_x(box, int(roi["columns"]))]
+        return [box, Mirror(roi["mirror"]).apply(box, int(roi["rows"]), int(roi["columns"]))]
     return [box]
 
 

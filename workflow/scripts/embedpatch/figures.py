@@ -63,7 +63,7 @@ from embedpatch.figure_data import (
     top_counts,
     warning_counts,
 )
-from embedpatch.geometry import mirror_box_x
+from embedpatch.geometry import Mirror
 from embedpatch.reasons import RoiWarning
 from embedpatch.roi_table import ACCEPTED_COLUMNS
 from embedpatch.shards import INFO_COLUMNS
@@ -91,6 +91,9 @@ WARNING_LABELS = {
     RoiWarning.NEAR_DUPLICATE: "near-duplicate of an earlier ROI",
     RoiWarning.SUSPECT_FLIP: "suspect flip (box on background)",
     RoiWarning.FLIP_FIXED: "flip fixed (box mirrored)",
+    RoiWarning.SUSPECT_AXES_SWAPPED: "axes swapped? (fits as [x, y, x, y])",
+    RoiWarning.AXES_FIXED: "axes fixed (read swapped)",
+    RoiWarning.FRAMES_ON_2D: "frame 0 listed on a 2D image",
 }
 
 
@@ -560,7 +563,7 @@ def suspect_flip_figure(cases: Sequence[tuple[np.ndarray, pd.Series]], total: in
         return message_figure("Suspect flips", "no suspect flips in this run")
     fig = _figure(max(4.6 * len(cases), 6), 6.6)
     fig.suptitle(
-        f"Suspect flips: ROI on background, its x-mirror on tissue\n"
+        f"Suspect flips: ROI on background, a mirror of it on tissue\n"
         f"suspect ROIs: {total}, shown: {len(cases)}"
     )
     axes = fig.subplots(1, len(cases), squeeze=False).ravel()
@@ -575,13 +578,14 @@ def suspect_flip_figure(cases: Sequence[tuple[np.ndarray, pd.Series]], total: in
             linewidth=1.5,
             label="box used (fixed: mirrored)" if fixed else "box as listed (used)",
         )
+        mirror = Mirror(roi["mirror"])
         _draw_box(
             ax,
-            mirror_box_x(box, int(roi["columns"])),
+            mirror.apply(box, int(roi["rows"]), int(roi["columns"])),
             MIRROR_COLOR,
             linewidth=1.5,
             linestyle="--",
-            label="box as listed" if fixed else "x-mirror",
+            label="box as listed" if fixed else f"{mirror}-mirror",
         )
         ax.set_title(
             f"{_describe(roi)} ROI {roi['roi_index']}\ntissue in box "

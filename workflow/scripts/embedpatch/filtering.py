@@ -35,9 +35,16 @@ from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
 from embedpatch.paths import inside_root, rewrite_paths
 from embedpatch.reasons import FilterReason
 from embedpatch.roi_parse import declares_rois
-from embedpatch.tables import TableError, column_names, open_batches, require_columns
+from embedpatch.tables import (
+    TableError,
+    column_names,
+    coords_column,
+    open_batches,
+    require_columns,
+)
 from embedpatch.vocab import (
     CLINICAL_PREFIX,
+    COORDS_COLUMN,
     CVIEW,
     DBT,
     DICOM_PATH,
@@ -236,10 +243,11 @@ def decide(
 
 
 def _kept_rows(
-    batch: pa.RecordBatch, decision: Decision, findings: ClinicalFindings | None
+    batch: pa.RecordBatch, decision: Decision, findings: ClinicalFindings | None, coords: str
 ) -> pa.Table:
     kept = pa.Table.from_batches([batch.filter(decision.kept)])
     kept = kept.append_column(DICOM_PATH, decision.dicom_path.filter(decision.kept))
+    kept = kept.append_column(COORDS_COLUMN, pa.array([coords] * kept.num_rows, pa.string()))
     return kept if findings is None else attach_clinical(kept, findings)
 
 
@@ -337,7 +345,8 @@ def _refuse_output_names(metadata: str, with_clinical: bool) -> None:
     clashes = [
         name
         for name in names
-        if name == DICOM_PATH or (with_clinical and name.startswith(CLINICAL_PREFIX))
+        if name in (DICOM_PATH, COORDS_COLUMN)
+        or (with_clinical and name.startswith(CLINICAL_PREFIX))
     ]
     if clashes:
         raise TableError(
@@ -371,9 +380,10 @@ def filter_metadata(
     require_columns(metadata, required_columns(options, joining))
     _refuse_output_names(metadata, joining)
     findings = load_clinical(clinical) if joining else None
+    coords = coords_column(metadata)
     schema, batches = open_batches(metadata)
     empty = pa.RecordBatch.from_pylist([], schema=schema)
-    kept_schema = _kept_rows(empty, decide(empty, options, mapping), findings).schema
+    kept_schema = _kept_rows(empty, decide(empty, options, mapping), findings, coords).schema
     tally = _Tally()
     kept_paths: set[str] = set()
     with (
@@ -384,12 +394,14 @@ def filter_metadata(
     ):
         for batch in batches:
             decision = decide(batch, options, mapping, kept_paths)
-            kept, dropped = _kept_rows(batch, decision, findings), _dropped_rows(batch, decision)
+            kept = _kept_rows(batch, decision, findings, coords)
+            dropped = _dropped_rows(batch, decision)
             kept_writer.write(kept)
             dropped_writer.write(dropped)
             tally.add(kept, dropped)
             log.debug("%d rows read", tally.rows_in)
     summary = _summary(tally, metadata, clinical, findings)
+    summary["coords_column"] = coords
     summary["object_store"] = object_store.TRANSFER.as_dict()
     write_json(summary_out, summary)
     log.info(

@@ -1,42 +1,65 @@
-"""Wrong-side QC: is an ROI on background while its x-mirror lies on breast tissue?
+"""Wrong-side QC: is an ROI on background while a mirror of it lies on breast tissue?
 
-Some EMBED ROIs were stored in a horizontally flipped space: the box then sits on
-the background beside the breast, and its mirror (x -> columns - x) on the lesion.
-The check works on a downsampled view of the image (cheap to read) with tissue
-bright (MONOCHROME1 images inverted by the caller).
+Boxes stored in another pixel space (the maintainers' PNGs: embedpatch.coordinate_space)
+sit on the mirror image of their lesion: left-right, top-bottom or both. The check reads
+one downsampled view of the image (tissue bright: MONOCHROME1 inverted) and measures, for
+a box and for each of its mirrors, the share of it that is tissue and how much brighter
+its tissue is than the tissue around it (a lesion). The same evidence decides, in
+`rois.coordinate_space: auto`, whether an image's boxes are in DICOM or PNG space.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from embedpatch.coordinate_space import Space
 from embedpatch.dicom import ImageReader, invert_monochrome1
-from embedpatch.geometry import Box, mirror_box_x
+from embedpatch.geometry import Box, Mirror
 
-# A pixel is tissue when brighter than this fraction of the way from the image's
-# 1st to its 99th percentile: mammogram backgrounds sit near the bottom of that range.
 TISSUE_LEVEL = 0.1
+"""A pixel is tissue when brighter than this fraction of the way from the image's 1st to
+its 99th percentile: mammogram backgrounds sit near the bottom of that range."""
+CANDIDATES = (Mirror.X, Mirror.Y, Mirror.XY)
+"""The mirrors a box is compared with."""
 
 
 @dataclass(frozen=True)
 class FlipThresholds:
-    """Suspect a flip when the box holds at most `box_max` tissue and its mirror at least
-    `mirror_min`."""
+    """Suspect a flip when the box holds at most `box_max` tissue and a mirror of it at
+    least `mirror_min`."""
 
     box_max: float = 0.25
     mirror_min: float = 0.6
 
 
 @dataclass(frozen=True)
-class FlipVerdict:
-    """Tissue fractions of a box and of its mirror, and whether that suggests a flip."""
+class TissueView:
+    """A downsampled, tissue-bright view of an image and its tissue mask."""
 
-    box_tissue: float
-    mirror_tissue: float
-    suspect: bool
+    values: np.ndarray  # float32
+    mask: np.ndarray  # bool, same shape
+    factor: int  # downsampling factor
+    rows: int  # full-resolution size
+    columns: int
+
+    @classmethod
+    def of(cls, view: np.ndarray, factor: int, rows: int, columns: int) -> TissueView:
+        """The view of an image already downsampled by `factor` (tissue bright)."""
+        values = np.asarray(view, dtype=np.float32)
+        return cls(values, tissue_mask(values), factor, rows, columns)
+
+    def cells(self, box: Box) -> tuple[slice, slice]:
+        """The view's cells a full-resolution box touches (clipped to the view)."""
+        ymin, xmin, ymax, xmax = box
+        f = self.factor
+        return (
+            slice(max(0, ymin // f), max(0, math.ceil(ymax / f))),
+            slice(max(0, xmin // f), max(0, math.ceil(xmax / f))),
+        )
 
 
 def tissue_mask(image: np.ndarray) -> np.ndarray:
@@ -48,11 +71,8 @@ def tissue_mask(image: np.ndarray) -> np.ndarray:
 
 
 def tissue_view_mask(reader: ImageReader, factor: int) -> np.ndarray:
-    """Tissue mask of frame 0 downsampled by `factor`, MONOCHROME1 inverted first."""
-    view = reader.downsampled(0, factor)
-    if reader.header.photometric_interpretation == "MONOCHROME1":
-        view = invert_monochrome1(view, reader.header.bits_stored)
-    return tissue_mask(view)
+    """Tissue mask of frame 0 downsampled by `factor` (read_tissue_view's mask)."""
+    return read_tissue_view(reader, factor).mask
 
 
 def tissue_fraction(mask: np.ndarray, box: Box, factor: int) -> float:
@@ -65,11 +85,95 @@ def tissue_fraction(mask: np.ndarray, box: Box, factor: int) -> float:
     return float(cells.mean()) if cells.size else 0.0
 
 
+def read_tissue_view(reader: ImageReader, factor: int) -> TissueView:
+    """Frame 0 of an image downsampled by `factor`, MONOCHROME1 inverted first."""
+    view = reader.downsampled(0, factor)
+    if reader.header.photometric_interpretation == "MONOCHROME1":
+        view = invert_monochrome1(view, reader.header.bits_stored)
+    return TissueView.of(view, factor, reader.header.rows, reader.header.columns)
+
+
+@dataclass(frozen=True)
+class BoxEvidence:
+    """What a view shows inside a box."""
+
+    tissue: float  # share of the box's cells on tissue (cells outside the image count as none)
+    contrast: float  # mean of its tissue minus that of the tissue around it, in tissue SDs
+
+
+def box_evidence(view: TissueView, box: Box) -> BoxEvidence:
+    """Tissue share and lesion contrast of a full-resolution box on `view`."""
+    ymin, xmin, ymax, xmax = box
+    f = view.factor
+    area = max(1, math.ceil(ymax / f) - ymin // f) * max(1, math.ceil(xmax / f) - xmin // f)
+    inside = view.cells(box)
+    tissue = view.mask[inside]
+    share = min(1.0, float(tissue.sum()) / area)
+    return BoxEvidence(share, _contrast(view, box, inside))
+
+
+def _contrast(view: TissueView, box: Box, inside: tuple[slice, slice]) -> float:
+    ymin, xmin, ymax, xmax = box
+    margin = max(ymax - ymin, xmax - xmin) // 2
+    ring = np.zeros(view.mask.shape, dtype=bool)
+    ring[view.cells((ymin - margin, xmin - margin, ymax + margin, xmax + margin))] = True
+    ring[inside] = False
+    ring &= view.mask
+    box_values = view.values[inside][view.mask[inside]]
+    spread = float(view.values[view.mask].std()) if view.mask.any() else 0.0
+    if not box_values.size or not ring.any() or spread == 0:
+        return 0.0
+    return float(box_values.mean() - view.values[ring].mean()) / spread
+
+
+@dataclass(frozen=True)
+class FlipVerdict:
+    """A box's evidence, the mirror compared with it and whether that suggests a flip."""
+
+    box: BoxEvidence
+    mirror: Mirror  # the chosen mirror when suspect, else the one with the most tissue
+    mirrored: BoxEvidence
+    suspect: bool
+
+
 def flip_verdict(
-    mask: np.ndarray, box: Box, columns: int, factor: int, thresholds: FlipThresholds
+    view: TissueView, box: Box, thresholds: FlipThresholds, expected: Mirror = Mirror.NONE
 ) -> FlipVerdict:
-    """Compare the tissue inside `box` with the tissue inside its x-mirror."""
-    inside = tissue_fraction(mask, box, factor)
-    mirrored = tissue_fraction(mask, mirror_box_x(box, columns), factor)
-    suspect = inside <= thresholds.box_max and mirrored >= thresholds.mirror_min
-    return FlipVerdict(box_tissue=inside, mirror_tissue=mirrored, suspect=suspect)
+    """Compare `box` with its mirrors. Among the mirrors on tissue, `expected` (the one the
+    image's orientation suggests) wins, else the one showing the brightest lesion."""
+    own = box_evidence(view, box)
+    evidence = {
+        mirror: box_evidence(view, mirror.apply(box, view.rows, view.columns))
+        for mirror in CANDIDATES
+    }
+    on_tissue = [m for m in CANDIDATES if evidence[m].tissue >= thresholds.mirror_min]
+    if expected in on_tissue:
+        chosen = expected
+    elif on_tissue:
+        chosen = max(on_tissue, key=lambda mirror: evidence[mirror].contrast)
+    else:
+        chosen = max(CANDIDATES, key=lambda mirror: evidence[mirror].tissue)
+    suspect = own.tissue <= thresholds.box_max and bool(on_tissue)
+    return FlipVerdict(own, chosen, evidence[chosen], suspect)
+
+
+@dataclass(frozen=True)
+class SpaceChoice:
+    """Which space an image's boxes were taken to be in, and the boxes' votes."""
+
+    space: Space  # DICOM or PNG
+    png_votes: int  # boxes on background as listed, on tissue once mapped
+    dicom_votes: int  # boxes on tissue as listed, on background once mapped
+
+
+def choose_space(
+    view: TissueView, listed: Sequence[Box], mapped: Sequence[Box], thresholds: FlipThresholds
+) -> SpaceChoice:
+    """DICOM or PNG space for one image, from its boxes read as listed and mapped from PNG
+    space: PNG only when more boxes vote for it than against it."""
+    png = dicom = 0
+    for as_listed, as_mapped in zip(listed, mapped, strict=True):
+        before, after = box_evidence(view, as_listed), box_evidence(view, as_mapped)
+        png += before.tissue <= thresholds.box_max and after.tissue >= thresholds.mirror_min
+        dicom += after.tissue <= thresholds.box_max and before.tissue >= thresholds.mirror_min
+    return SpaceChoice(Space.PNG if png > dicom else Space.DICOM, png, dicom)

@@ -9,6 +9,7 @@ size x size box given by its top-left corner.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 Box = tuple[int, int, int, int]
 
@@ -47,6 +48,48 @@ def mirror_box_y(box: Box, rows: int) -> Box:
     """The box mirrored top-bottom in an image `rows` high (y -> rows - y)."""
     ymin, xmin, ymax, xmax = box
     return (rows - ymax, xmin, rows - ymin, xmax)
+
+
+class Mirror(StrEnum):
+    """A mirroring of the image plane onto itself: none, left-right, top-bottom or both."""
+
+    NONE = "none"
+    X = "x"  # left-right: x -> columns - x
+    Y = "y"  # top-bottom: y -> rows - y
+    XY = "xy"  # both (a half turn)
+
+    @classmethod
+    def of(cls, x: bool, y: bool) -> Mirror:
+        """The mirror flipping x when `x` and y when `y`."""
+        return {(False, False): cls.NONE, (True, False): cls.X, (False, True): cls.Y}.get(
+            (x, y), cls.XY
+        )
+
+    @property
+    def flips_x(self) -> bool:
+        return self in (Mirror.X, Mirror.XY)
+
+    @property
+    def flips_y(self) -> bool:
+        return self in (Mirror.Y, Mirror.XY)
+
+    def apply(self, box: Box, rows: int, columns: int) -> Box:
+        """`box` mirrored in a rows x columns image (each mirror is its own inverse)."""
+        if self.flips_x:
+            box = mirror_box_x(box, columns)
+        return mirror_box_y(box, rows) if self.flips_y else box
+
+
+def swap_axes(box: Box) -> Box:
+    """The box read the other way round: ``[xmin, ymin, xmax, ymax]`` as ``(ymin, xmin, ...)``."""
+    first, second, third, fourth = box
+    return (second, first, fourth, third)
+
+
+def inside_image(box: Box, rows: int, columns: int) -> bool:
+    """Whether every pixel of a (non-empty) box lies in a rows x columns image."""
+    ymin, xmin, ymax, xmax = box
+    return 0 <= ymin < ymax <= rows and 0 <= xmin < xmax <= columns
 
 
 def grow_box(box: Box, margin: int) -> Box:

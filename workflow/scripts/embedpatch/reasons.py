@@ -33,8 +33,8 @@ class RoiReason(StrEnum):
     OUTSIDE_IMAGE = "outside_image"  # no pixel of the box lies in the image
     CROSSES_BORDER = "crosses_border"  # box crosses the border, border policy 'reject'
     FRAMES_MISSING = "frames_missing"  # 3D ROI without frame indices
-    FRAMES_OUT_OF_RANGE = "frames_out_of_range"  # frame index not in [0, n_frames)
-    FRAMES_ON_2D = "frames_on_2d"  # frame indices on a 2D / C-view row
+    FRAMES_OUT_OF_RANGE = "frames_out_of_range"  # frame index not in [0, n_frames) (1 on 2D)
+    FRAMES_ON_2D = "frames_on_2d"  # frame lists on a 2D / C-view row, rois.frames_on_2d 'reject'
     FRAMES_LENGTH_MISMATCH = "frames_length_mismatch"  # ROI_frames and ROI_coords lengths differ
     IMAGE_MISSING = "image_missing"  # DICOM file not found
     IMAGE_UNREADABLE = "image_unreadable"  # DICOM file cannot be parsed or decoded
@@ -43,6 +43,7 @@ class RoiReason(StrEnum):
     DIMENSION_MISMATCH = "dimension_mismatch"  # table Rows/Columns/frames disagree with the image
     NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box, policy 'drop'
     SUSPECT_FLIP = "suspect_flip"  # box on background, mirror on tissue, policy 'reject'
+    SUSPECT_AXES_SWAPPED = "suspect_axes_swapped"  # fits only as [xmin, ymin, xmax, ymax]
 
 
 class RoiWarning(StrEnum):
@@ -50,5 +51,8 @@ class RoiWarning(StrEnum):
 
     CLIPPED = "clipped"  # box crossed the border and was clipped to the image
     NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box
-    SUSPECT_FLIP = "suspect_flip"  # box on background, its x-mirror on tissue
+    SUSPECT_FLIP = "suspect_flip"  # box on background, a mirror of it on tissue
     FLIP_FIXED = "flip_fixed"  # suspect flip replaced by its mirror (policy 'fix')
+    SUSPECT_AXES_SWAPPED = "suspect_axes_swapped"  # crosses the border, fits with x / y swapped
+    AXES_FIXED = "axes_fixed"  # suspect swap read as [xmin, ymin, xmax, ymax] (policy 'fix')
+    FRAMES_ON_2D = "frames_on_2d"  # 2D / C-view ROI whose frame list names frame 0 only

@@ -2,8 +2,11 @@
 
 Only rows whose ROI cells declare anything (roi_parse.declares_rois: a box, a count
 other than 0, a frame list; the filter keeps 3D rows by the same rule) are looked at
-further; their image's header gives the real bounds (no pixel data is read), and
-2D / C-view images with accepted ROIs get the wrong-side check on a downsampled view.
+further; their image's header gives the real bounds (no pixel data is read) and the
+facts that say how the maintainers' PNG of it was mirrored (coordinate_space), which
+maps boxes in PNG space to DICOM space. 2D / C-view images with accepted ROIs get the
+wrong-side check on a downsampled view (flip_check), which also decides the space of
+their boxes under `coordinate_space: auto`.
 Every declared ROI ends up in exactly one of the two tables: `accepted` (one row per
 ROI) or `rejected` (one row per ROI, or per image row when the whole row is refused;
 `n_rois` says how many declared ROIs a rejection covers).
@@ -11,10 +14,11 @@ ROI) or `rejected` (one row per ROI, or per image row when the whole row is refu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -24,16 +28,23 @@ import pyarrow.parquet as pq
 
 from embedpatch import object_store
 from embedpatch.atomic import atomic_output, write_json
+from embedpatch.coordinate_space import COLUMN_SPACE, PngRule, Space, ViewFacts, png_mirror
 from embedpatch.dicom import (
     ImageError,
     ImageHeader,
     ImageReader,
     read_header,
 )
-from embedpatch.flip_check import FlipThresholds, flip_verdict, tissue_view_mask
-from embedpatch.geometry import mirror_box_x
+from embedpatch.flip_check import (
+    FlipThresholds,
+    TissueView,
+    choose_space,
+    flip_verdict,
+    read_tissue_view,
+)
+from embedpatch.geometry import Mirror
 from embedpatch.reasons import RoiReason, RoiWarning
-from embedpatch.roi_parse import declares_rois, parse_coords, parse_roi_count
+from embedpatch.roi_parse import declares_rois, is_missing, parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
     AcceptedRoi,
     ImageBounds,
@@ -46,20 +57,23 @@ from embedpatch.roi_validate import (
 from embedpatch.tables import TableError
 from embedpatch.vocab import (
     BOX_COLUMNS,
+    COORDS_COLUMN,
     FLAT_TYPES,
     IDENTIFIERS,
     IMAGE_COLUMNS,
+    LATERALITY,
     ROI_CELLS,
     ROI_COORDS,
     ROI_COUNT,
     ROI_FRAMES,
+    VIEW,
     WHOLE_ROW,
 )
 
 log = logging.getLogger(__name__)
 
 TABLE_BOUNDS = ["Rows", "Columns", "ImagesInAcquisition"]
-INPUT_COLUMNS = [*IDENTIFIERS, *IMAGE_COLUMNS, *ROI_CELLS, *TABLE_BOUNDS]
+INPUT_COLUMNS = [*IDENTIFIERS, *IMAGE_COLUMNS, *ROI_CELLS, *TABLE_BOUNDS, COORDS_COLUMN]
 REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", ROI_COUNT, ROI_COORDS]
 
 ACCEPTED_COLUMNS = [
@@ -71,21 +85,33 @@ ACCEPTED_COLUMNS = [
     "rows",
     "columns",
     "n_frames",
+    "coords_space",
+    "flip_h",
+    "flip_v",
     "clipped",
     "near_duplicate_of",
+    "axes_swapped",
+    "axes_fixed",
+    "frames_on_2d",
     "suspect_flip",
     "flip_fixed",
+    "mirror",
     "box_tissue",
     "mirror_tissue",
+    "box_contrast",
+    "mirror_contrast",
 ]
 REJECTED_COLUMNS = [*IDENTIFIERS, "roi_index", "reason", "detail", "n_rois"]
 
 
 @dataclass(frozen=True)
 class RoiSettings:
-    """The `rois` config section: the validation policy and the wrong-side check's settings."""
+    """The `rois` config section: the validation policy, the space of ROI_coords and the
+    wrong-side check's settings."""
 
     policy: ValidationPolicy
+    coordinate_space: Space
+    png_rule: PngRule
     flip_check: Literal["flag", "fix", "reject"]
     flip_downsample: int
     flip_thresholds: FlipThresholds
@@ -98,6 +124,13 @@ class RoiSettings:
                 border=section["border"],
                 near_duplicate_iou=section["near_duplicate_iou"],
                 near_duplicate=section["near_duplicate"],
+                axes_swapped=section["axes_swapped"],
+                frames_on_2d=section["frames_on_2d"],
+            ),
+            coordinate_space=Space(section["coordinate_space"]),
+            png_rule=PngRule(
+                vertical=section["png_vertical_flip"],
+                missing_orientation=section["png_flip_without_orientation"],
             ),
             flip_check=section["flip_check"],
             flip_downsample=section["flip_downsample"],
@@ -107,16 +140,26 @@ class RoiSettings:
             ),
         )
 
+    def space_of(self, row: Mapping[str, Any]) -> Space:
+        """The space of a row's boxes: its coordinate column's, or coordinate_space."""
+        return COLUMN_SPACE.get(row[COORDS_COLUMN], self.coordinate_space)
+
 
 @dataclass(frozen=True)
 class CheckedRoi:
-    """An accepted ROI with the outcome of the wrong-side check (2D / C-view only)."""
+    """An accepted ROI in DICOM space, the mirror that brought it there, and the outcome of
+    the wrong-side check (2D / C-view only)."""
 
     roi: AcceptedRoi
+    space: Space = Space.DICOM
+    mapped_by: Mirror = Mirror.NONE
     suspect_flip: bool = False
     flip_fixed: bool = False
+    mirror: Mirror | None = None
     box_tissue: float | None = None
     mirror_tissue: float | None = None
+    box_contrast: float | None = None
+    mirror_contrast: float | None = None
 
 
 def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
@@ -139,22 +182,33 @@ def _declared_without_image(row: Mapping[str, Any]) -> int:
 
 
 def check_flips(
-    reader: ImageReader, accepted: tuple[AcceptedRoi, ...], settings: RoiSettings
+    view: TissueView, placed: Placed, settings: RoiSettings, expected: Mirror = Mirror.NONE
 ) -> list[CheckedRoi]:
-    """Run the wrong-side check on one 2D image's accepted ROIs (one downsampled read)."""
-    mask = tissue_view_mask(reader, settings.flip_downsample)
-    columns = reader.header.columns
+    """Run the wrong-side check on one 2D image's accepted ROIs; `expected` is the mirror
+    its orientation suggests (the PNG mirror, for boxes read as DICOM space)."""
     checked = []
-    for roi in accepted:
-        verdict = flip_verdict(
-            mask, roi.box, columns, settings.flip_downsample, settings.flip_thresholds
-        )
+    for roi in placed.result.accepted:
+        if roi.axes_swapped and not roi.axes_fixed:  # already explained; a mirror would not be
+            checked.append(CheckedRoi(roi, placed.space, placed.mirror))
+            continue
+        verdict = flip_verdict(view, roi.box, settings.flip_thresholds, expected)
         fix = verdict.suspect and settings.flip_check == "fix"
         if fix:
-            ymin, xmin, ymax, xmax = mirror_box_x(roi.box, columns)
+            ymin, xmin, ymax, xmax = verdict.mirror.apply(roi.box, view.rows, view.columns)
             roi = replace(roi, ymin=ymin, xmin=xmin, ymax=ymax, xmax=xmax)
         checked.append(
-            CheckedRoi(roi, verdict.suspect, fix, verdict.box_tissue, verdict.mirror_tissue)
+            CheckedRoi(
+                roi,
+                placed.space,
+                placed.mirror,
+                verdict.suspect,
+                fix,
+                verdict.mirror,
+                verdict.box.tissue,
+                verdict.mirrored.tissue,
+                verdict.box.contrast,
+                verdict.mirrored.contrast,
+            )
         )
     return checked
 
@@ -189,17 +243,63 @@ def _bounds(header: ImageHeader) -> ImageBounds:
     return ImageBounds(header.rows, header.columns, header.number_of_frames)
 
 
+def _view_facts(header: ImageHeader, row: Mapping[str, Any]) -> ViewFacts:
+    """The flip rule's inputs: the header's, the table's laterality and view when it has none."""
+    return ViewFacts(
+        patient_orientation=header.patient_orientation or None,
+        laterality=header.image_laterality or _text(row[LATERALITY]),
+        view=header.view_position or _text(row[VIEW]),
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if is_missing(value) else str(value)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An image row's validation in the space its boxes were taken to be in."""
+
+    result: ImageRoiResult
+    space: Space  # DICOM or PNG
+    mirror: Mirror  # what mapped the boxes to DICOM space
+    png_mirror: Mirror  # the image's PNG mirror (what a box left in PNG space is off by)
+
+
+def place_row_boxes(
+    row: Mapping[str, Any],
+    header: ImageHeader,
+    settings: RoiSettings,
+    view: Callable[[], TissueView] | None = None,
+) -> Placed:
+    """Validate a row's boxes in their space: DICOM as listed; PNG mapped by the image's
+    PNG mirror; AUTO decided on the image's `view` (DICOM without one, as for DBT)."""
+    space = settings.space_of(row)
+    png = png_mirror(_view_facts(header, row), settings.png_rule)
+    bounds, policy = _bounds(header), settings.policy
+    as_listed = validate_image_rois(_roi_row(row), bounds, policy)
+    if space is not Space.PNG and (space is Space.DICOM or png is Mirror.NONE or view is None):
+        return Placed(as_listed, Space.DICOM, Mirror.NONE, png)
+    mapped = validate_image_rois(_roi_row(row), bounds, policy, png)
+    if space is Space.AUTO:
+        boxes = [[roi.box for roi in result.accepted] for result in (as_listed, mapped)]
+        if choose_space(view(), *boxes, settings.flip_thresholds).space is Space.DICOM:
+            return Placed(as_listed, Space.DICOM, Mirror.NONE, png)
+    return Placed(mapped, Space.PNG, png, png)
+
+
 def _flip_outcome(
-    result: ImageRoiResult, checked: list[CheckedRoi], bounds: ImageBounds, settings: RoiSettings
+    checked: list[CheckedRoi], placed: Placed, bounds: ImageBounds, settings: RoiSettings
 ) -> ImageOutcome:
     """Apply the flip policy 'reject' to checked ROIs (flag and fix keep them)."""
+    result = placed.result
     rejected = list(result.rejected)
     if settings.flip_check == "reject":
         rejected += [
             RoiRejection(
                 c.roi.roi_index,
                 RoiReason.SUSPECT_FLIP,
-                f"box holds {c.box_tissue:.0%} tissue, its x-mirror {c.mirror_tissue:.0%}",
+                f"box holds {c.box_tissue:.0%} tissue, its {c.mirror}-mirror {c.mirror_tissue:.0%}",
             )
             for c in checked
             if c.suspect_flip
@@ -213,21 +313,27 @@ def validate_row(
 ) -> ImageOutcome:
     """Validate one image row's ROIs against its image; image problems refuse the row.
 
-    3D images: the header alone. 2D / C-view: one open for the header and the
-    wrong-side check's downsampled read. With `dicom_root`, an image whose real path
-    is outside it is refused (image_outside_root) before it is opened.
+    3D images: the header alone. 2D / C-view: one open for the header and, when there
+    are boxes to check or a space to decide, one downsampled read. With `dicom_root`, an
+    image whose real path is outside it is refused (image_outside_root) before it is
+    opened.
     """
     try:
         if row["FinalImageType"] not in FLAT_TYPES:
-            bounds = _bounds(read_header(row["dicom_path"], dicom_root))
-            result = validate_image_rois(_roi_row(row), bounds, settings.policy)
-            checked = [CheckedRoi(roi) for roi in result.accepted]
-            return ImageOutcome(result.declared, checked, list(result.rejected), bounds)
+            header = read_header(row["dicom_path"], dicom_root)
+            placed = place_row_boxes(row, header, settings)
+            result = placed.result
+            checked = [CheckedRoi(roi, placed.space, placed.mirror) for roi in result.accepted]
+            return ImageOutcome(result.declared, checked, list(result.rejected), _bounds(header))
         with ImageReader(row["dicom_path"], dicom_root) as reader:
+            view = functools.cache(lambda: read_tissue_view(reader, settings.flip_downsample))
+            placed = place_row_boxes(row, reader.header, settings, view)
+            # Boxes read as DICOM space are most likely off by the image's PNG mirror.
+            expected = placed.png_mirror if placed.space is Space.DICOM else Mirror.NONE
+            accepted = placed.result.accepted
+            checked = check_flips(view(), placed, settings, expected) if accepted else []
             bounds = _bounds(reader.header)
-            result = validate_image_rois(_roi_row(row), bounds, settings.policy)
-            checked = check_flips(reader, result.accepted, settings) if result.accepted else []
-        return _flip_outcome(result, checked, bounds, settings)
+        return _flip_outcome(checked, placed, bounds, settings)
     except ImageError as error:
         return _whole_row(_declared_without_image(row), error.reason, str(error))
 
@@ -245,12 +351,21 @@ def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageB
         "rows": bounds.rows,
         "columns": bounds.columns,
         "n_frames": bounds.n_frames,
+        "coords_space": str(checked.space),
+        "flip_h": checked.mapped_by.flips_x,
+        "flip_v": checked.mapped_by.flips_y,
         "clipped": roi.clipped,
         "near_duplicate_of": roi.near_duplicate_of,
+        "axes_swapped": roi.axes_swapped,
+        "axes_fixed": roi.axes_fixed,
+        "frames_on_2d": roi.frames_on_2d,
         "suspect_flip": checked.suspect_flip,
         "flip_fixed": checked.flip_fixed,
+        "mirror": None if checked.mirror is None else str(checked.mirror),
         "box_tissue": checked.box_tissue,
         "mirror_tissue": checked.mirror_tissue,
+        "box_contrast": checked.box_contrast,
+        "mirror_contrast": checked.mirror_contrast,
     }
 
 
@@ -285,12 +400,21 @@ def _typed_accepted(records: list[dict]) -> pd.DataFrame:
             "rows": "int64",
             "columns": "int64",
             "n_frames": "int64",
+            "coords_space": "string",
+            "flip_h": "bool",
+            "flip_v": "bool",
             "clipped": "bool",
             "near_duplicate_of": "Int64",
+            "axes_swapped": "bool",
+            "axes_fixed": "bool",
+            "frames_on_2d": "bool",
             "suspect_flip": "bool",
             "flip_fixed": "bool",
+            "mirror": "string",
             "box_tissue": "float64",
             "mirror_tissue": "float64",
+            "box_contrast": "float64",
+            "mirror_contrast": "float64",
         }
     )
 
@@ -331,6 +455,9 @@ def warning_counts(accepted: pd.DataFrame) -> dict[str, int]:
         RoiWarning.NEAR_DUPLICATE: accepted["near_duplicate_of"].notna(),
         RoiWarning.SUSPECT_FLIP: accepted["suspect_flip"],
         RoiWarning.FLIP_FIXED: accepted["flip_fixed"],
+        RoiWarning.SUSPECT_AXES_SWAPPED: accepted["axes_swapped"],
+        RoiWarning.AXES_FIXED: accepted["axes_fixed"],
+        RoiWarning.FRAMES_ON_2D: accepted["frames_on_2d"],
     }
     return {str(code): int(flag.fillna(False).sum()) for code, flag in flags.items()}
 
@@ -350,6 +477,7 @@ def _summary(
         "rejections_by_reason": dict(Counter(rejected["reason"]).most_common()),
         "warnings": warning_counts(accepted),
         "accepted_by_image_type": dict(Counter(accepted["FinalImageType"]).most_common()),
+        "accepted_by_coords_space": dict(Counter(accepted["coords_space"]).most_common()),
     }
 
 

@@ -5,7 +5,8 @@ acc_anon would lose digits if they ever went through float64 (what pandas does t
 an integer column holding a NaN). Known columns are then cast on purpose (see
 INT_COLUMNS and FLOAT_COLUMNS); every other CSV column stays a string, and Parquet
 columns keep their stored type. The legacy ROI count column `num_roi` is renamed
-`num_ROI`.
+`num_ROI`, and the table's coordinate column (`DCM_ROI_coords`, `ROI_coords` or
+`PNG_ROI_coords`: coordinate_space) is served as `ROI_coords`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from embedpatch import object_store
-from embedpatch.vocab import LEGACY_ROI_COUNT, ROI_COUNT
+from embedpatch.coordinate_space import COORDS_COLUMNS
+from embedpatch.vocab import LEGACY_ROI_COUNT, ROI_COORDS, ROI_COUNT
 
 # Integers, read exactly (a trailing ".0", as left by a float round trip, is accepted).
 INT_COLUMNS = frozenset(
@@ -107,18 +109,35 @@ def _raw_column_names(path: str | Path) -> list[str]:
             return next(csv.reader(text), [])
 
 
-def _pipeline_name(name: str) -> str:
-    return ROI_COUNT if name == LEGACY_ROI_COUNT else name
+def coords_source(names: Iterable[str]) -> str | None:
+    """The coordinate column a table with these columns is read from
+    (coordinate_space.COORDS_COLUMNS order), None when it has none."""
+    present = set(names)
+    return next((name for name in COORDS_COLUMNS if name in present), None)
 
 
 def _source_names(path: str | Path) -> dict[str, str]:
-    """Column name used by the pipeline -> name in the file (legacy num_roi -> num_ROI)."""
+    """Column name used by the pipeline -> name in the file: legacy num_roi as num_ROI, the
+    chosen coordinate column (coords_source) as ROI_coords; other coordinate columns are
+    left out."""
     names = _raw_column_names(path)
     if ROI_COUNT in names and LEGACY_ROI_COUNT in names:
         raise TableError(
             f"{path}: has both '{ROI_COUNT}' and legacy '{LEGACY_ROI_COUNT}'; keep only one"
         )
-    return {_pipeline_name(name): name for name in names}
+    chosen = coords_source(names)
+    source = {}
+    for name in names:
+        if name == chosen:
+            source[ROI_COORDS] = name
+        elif name not in COORDS_COLUMNS:
+            source[ROI_COUNT if name == LEGACY_ROI_COUNT else name] = name
+    return source
+
+
+def coords_column(path: str | Path) -> str | None:
+    """Which of the table's columns the pipeline reads as ROI_coords (coords_source)."""
+    return coords_source(_raw_column_names(path))
 
 
 def column_names(path: str | Path) -> list[str]:
@@ -179,12 +198,15 @@ def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
                 convert_options=_csv_convert_options(source.values()),
             )
             schema, batches = reader.schema, _checked(iter(reader), path, opened)
-    names = [_pipeline_name(name) for name in schema.names]
-    empty = pa.RecordBatch.from_pylist([], schema=schema).rename_columns(names)
-    cast_schema = cast_known_columns(empty, str(path)).schema
-    return cast_schema, (
-        cast_known_columns(batch.rename_columns(names), str(path)) for batch in batches
-    )
+    pipeline_name = {file_name: name for name, file_name in source.items()}
+    kept = [index for index, name in enumerate(schema.names) if name in pipeline_name]
+    names = [pipeline_name[schema.names[index]] for index in kept]
+
+    def as_pipeline(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return cast_known_columns(batch.select(kept).rename_columns(names), str(path))
+
+    empty = pa.RecordBatch.from_pylist([], schema=schema)
+    return as_pipeline(empty).schema, (as_pipeline(batch) for batch in batches)
 
 
 def cast_known_columns(data: Data, source: str) -> Data:

@@ -39,6 +39,13 @@ LEGACY_ROI_COUNT = "num_roi"
 """The ROI count's name in older releases; the table reader renames it ROI_COUNT."""
 ROI_COORDS = "ROI_coords"
 ROI_FRAMES = "ROI_frames"
+DCM_ROI_COORDS = "DCM_ROI_coords"
+PNG_ROI_COORDS = "PNG_ROI_coords"
+"""Boxes some table versions hold beside (or instead of) ROI_coords, in DICOM pixel space and
+in the maintainers' PNG space (embedpatch.coordinate_space); the table reader serves the
+chosen one as ROI_COORDS and names it in COORDS_COLUMN."""
+COORDS_COLUMN = "coords_column"
+"""Column the filter adds: which of the table's coordinate columns ROI_COORDS came from."""
 ROI_CELLS = (ROI_COUNT, ROI_COORDS, ROI_FRAMES)
 EMPTY_ROI_TEXT = ("", "[]", "()")
 """ROI_coords / ROI_frames texts (after trimming whitespace) that declare no ROI; a

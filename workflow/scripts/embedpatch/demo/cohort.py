@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from enum import Enum
 from pathlib import Path
@@ -34,13 +34,14 @@ from embedpatch.demo.dicom_writer import (
     write_dicom,
 )
 from embedpatch.demo.phantom import BreastShape, Lesion
+from embedpatch.geometry import Mirror, swap_axes
 from embedpatch.reasons import FilterReason, RoiReason, RoiWarning
 
 log = logging.getLogger(__name__)
 
 COHORT = "cohort_1"
 MIN_PATIENTS = 4
-FIRST_PATIENTS_EXAMS = (3, 3, 2, 2)  # exams of the first patients: room for every odd case
+FIRST_PATIENTS_EXAMS = (3, 3, 3, 2)  # exams of the first patients: room for every odd case
 CVIEW_SIZE = (2457, 1996)  # full-size rows, columns
 DBT_SIZE = (2457, 1890)
 SCREEN_CAPTURE_SIZE = (1024, 1280)
@@ -54,6 +55,18 @@ ORIENTATION = {
     ("L", "MLO"): ("A", "FR"),
     ("R", "MLO"): ("P", "FL"),
 }
+"""PatientOrientation by laterality and view: columns run from the chest wall (A) or towards
+it (P, the chest wall on the right); rows run as usual."""
+UPSIDE_DOWN = {
+    ("L", "CC"): ("A", "L"),
+    ("R", "CC"): ("P", "R"),
+    ("L", "MLO"): ("A", "HL"),
+    ("R", "MLO"): ("P", "HR"),
+}
+"""PatientOrientation of an image stored with its rows reversed."""
+PNG_FLIPPED_VIEWS = ("CC", "MLO", "ML")
+"""Views whose images the maintainers' notebook mirrored left-right when the chest wall was
+on the right; the older table (metadata_legacy.csv) holds boxes in that PNG space."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,12 @@ class PlannedImage:
     def has_rois(self) -> bool:
         return bool(self.lesions or self.coords)
 
+    @property
+    def png_mirror(self) -> Mirror:
+        """How the maintainers' PNG of this image was mirrored (left-right or not at all)."""
+        flipped = self.view in PNG_FLIPPED_VIEWS and self.shape is not None
+        return Mirror.X if flipped and self.shape.chest_wall_right else Mirror.NONE
+
     def flag(self, kind: str, reason: str, roi_index: int, note: str) -> None:
         """Record an expectation about this row for truth.json."""
         self.truth.append(
@@ -281,6 +300,10 @@ EXTRA_ROWS = (
 )
 
 
+def _standard_orientation(kind: _RowKind) -> tuple[str, str]:
+    return ORIENTATION.get((kind.laterality, "CC" if kind.view == "XCCL" else kind.view), ("A",))
+
+
 def _plan_images(
     rng: np.random.Generator, seed: int, exams: list[Exam], scale: float, dbt_frames: int
 ) -> list[PlannedImage]:
@@ -302,7 +325,11 @@ def _plan_images(
                 frames=kind.frames,
                 series_uid=_uid(seed, exam.acc, index, "series"),
                 sop_uid=_uid(seed, exam.acc, index, "sop"),
-                shape=BreastShape.random(rng, *size, kind.laterality, kind.view) if drawn else None,
+                shape=BreastShape.random(
+                    rng, *size, kind.view, _standard_orientation(kind)[0] == "P"
+                )
+                if drawn
+                else None,
                 spot_mag=kind.spot_mag,
                 file_state=kind.file_state,
                 pixels=exam.spec.pixels,
@@ -389,13 +416,59 @@ def _suspect_flip(img: PlannedImage, rng: np.random.Generator) -> None:
     shape = img.shape
     true_box = shape.inner_box(rng, max_depth=0.9 * (1 - shape.reach) * shape.cols)
     _set_lesions(img, rng, [true_box])
-    img.coords = [list(shape.mirror(true_box))]
+    img.coords = [list(Mirror.X.apply(true_box, shape.rows, shape.cols))]
     img.flag(
         "warn",
         RoiWarning.SUSPECT_FLIP,
         0,
         f"listed box is the x-mirror of the lesion at {list(true_box)}",
     )
+
+
+def _suspect_flip_vertical(img: PlannedImage, rng: np.random.Generator) -> None:
+    """An image stored upside down, its breast low in the frame, its box listed y-mirrored."""
+    img.shape = shape = replace(img.shape, upside_down=True, centre=0.3)
+    for _ in range(phantom.ATTEMPTS):
+        true_box = shape.inner_box(rng)
+        if shape.is_background(Mirror.Y.apply(true_box, shape.rows, shape.cols)):
+            break
+    else:
+        raise RuntimeError("no lesion whose y-mirror is off the breast")
+    _set_lesions(img, rng, [true_box])
+    img.coords = [list(Mirror.Y.apply(true_box, shape.rows, shape.cols))]
+    img.flag(
+        "warn",
+        RoiWarning.SUSPECT_FLIP,
+        0,
+        f"upside-down image; listed box is the y-mirror of the lesion at {list(true_box)}",
+    )
+
+
+def _axes_swapped(img: PlannedImage, rng: np.random.Generator) -> None:
+    """A lesion low in a portrait image, its box listed as [xmin, ymin, xmax, ymax]: read as
+    listed, most of it lies past the right edge."""
+    shape = img.shape
+    for _ in range(phantom.ATTEMPTS):
+        box = shape.inner_box(rng)
+        if box[0] < shape.cols and 2 * (shape.cols - box[0]) < box[2] - box[0]:
+            break
+    else:
+        raise RuntimeError("no lesion low enough for the swapped-axes case")
+    _set_lesions(img, rng, [box])
+    img.coords = [list(swap_axes(box))]
+    img.flag("warn", RoiWarning.SUSPECT_AXES_SWAPPED, 0, f"lesion at {list(box)} listed x first")
+
+
+def _frames_on_2d(frame_lists: list[list[int]], expected: tuple) -> Callable:
+    """ROIs on a 2D row whose ROI_frames holds `frame_lists`; `expected` is its truth
+    record (kind, code, roi_index, note)."""
+
+    def apply(img: PlannedImage, rng: np.random.Generator) -> None:
+        _give_rois(img, rng, len(frame_lists))
+        img.frame_lists = frame_lists
+        img.flag(*expected)
+
+    return apply
 
 
 def _near_duplicate(img: PlannedImage, rng: np.random.Generator) -> None:
@@ -467,6 +540,15 @@ def _plain_2d(img: PlannedImage) -> bool:
 
 def _plain_2d_right(img: PlannedImage) -> bool:
     return _plain_2d(img) and img.laterality == "R"
+
+
+def _plain_2d_left(img: PlannedImage) -> bool:
+    """Left images: their PNG is not mirrored, so both tables list the same boxes."""
+    return _plain_2d(img) and img.laterality == "L"
+
+
+def _plain_2d_left_cc(img: PlannedImage) -> bool:
+    return _plain_2d_left(img) and img.view == "CC"
 
 
 def _dbt(img: PlannedImage) -> bool:
@@ -555,10 +637,22 @@ CASES = (
     ),
     Case("outside_image", _plain_2d, _outside),
     Case(
-        "frames_on_2d",
+        "frame_zero_on_2d",
         _plain_2d,
-        _reject(RoiReason.FRAMES_ON_2D, -1, "frame indices on a 2D row", frame_lists=[[3]]),
+        _frames_on_2d(
+            [[0], []],
+            ("warn", RoiWarning.FRAMES_ON_2D, 0, "ROI_frames [[0], []]: frame 0, the only one"),
+        ),
     ),
+    Case(
+        "frame_index_on_2d",
+        _plain_2d,
+        _frames_on_2d(
+            [[0], [3]],
+            ("reject", RoiReason.FRAMES_OUT_OF_RANGE, 1, "frame 3 on a single-frame image"),
+        ),
+    ),
+    Case("axes_swapped", _plain_2d_left, _axes_swapped),
     Case(
         "image_missing",
         _plain_2d,
@@ -594,7 +688,8 @@ CASES = (
             table_size=lambda img, _rng: img.size[::-1],
         ),
     ),
-    Case("suspect_flip", _plain_2d, _suspect_flip),
+    Case("suspect_flip", _plain_2d_left, _suspect_flip),
+    Case("suspect_flip_vertical", _plain_2d_left_cc, _suspect_flip_vertical),
     Case("near_duplicate", _plain_2d, _near_duplicate),
     Case(
         "path_outside_root",
@@ -740,8 +835,17 @@ def _cut(text: str) -> str:
     return re.sub(r",\s*[-\d.]+\D*$", "", text)
 
 
-def _roi_cells(img: PlannedImage, style: str) -> tuple[str | None, str | None]:
-    coords, frames = _serialize(img.coords, style), _serialize(img.frame_lists, style)
+def _png_space(img: PlannedImage) -> list[list] | None:
+    """The row's boxes in the maintainers' PNG space (entries without 4 values as they are)."""
+    if img.coords is None or img.shape is None:
+        return img.coords
+    mirror, rows, cols = img.png_mirror, img.shape.rows, img.shape.cols
+    return [list(mirror.apply(box, rows, cols)) if len(box) == 4 else box for box in img.coords]
+
+
+def _roi_cells(img: PlannedImage, style: str, legacy: bool) -> tuple[str | None, str | None]:
+    boxes = _png_space(img) if legacy else img.coords
+    coords, frames = _serialize(boxes, style), _serialize(img.frame_lists, style)
     if img.truncated_cell == "coords":
         coords = _cut(coords)
     if img.truncated_cell == "frames":
@@ -751,7 +855,7 @@ def _roi_cells(img: PlannedImage, style: str) -> tuple[str | None, str | None]:
 
 def _metadata_row(img: PlannedImage, legacy: bool) -> dict:
     exam, vendor = img.exam, img.exam.spec.vendor
-    coords, frames = _roi_cells(img, "tuple" if legacy else img.style)
+    coords, frames = _roi_cells(img, "tuple" if legacy else img.style, legacy)
     rows, cols = img.table_size or img.size
     dicom = img.image_type in ("2D", "cview", "3D")
     orientation = _orientation(img)
@@ -791,8 +895,11 @@ def _metadata_row(img: PlannedImage, legacy: bool) -> dict:
 
 
 def _orientation(img: PlannedImage) -> tuple[str, str] | None:
-    """PatientOrientation: columns run anterior from the chest wall (L) or towards it (R)."""
-    return ORIENTATION.get((img.laterality, "CC" if img.view == "XCCL" else img.view))
+    """PatientOrientation: columns run anterior from the chest wall (L) or towards it (R);
+    rows reversed on an upside-down image."""
+    upside_down = img.shape is not None and img.shape.upside_down
+    key = (img.laterality, "CC" if img.view == "XCCL" else img.view)
+    return (UPSIDE_DOWN if upside_down else ORIENTATION).get(key)
 
 
 def _images_in_acquisition(img: PlannedImage) -> float:
@@ -820,7 +927,8 @@ def _window(img: PlannedImage) -> tuple[float, float]:
 
 
 def metadata_table(plan: Plan, *, legacy: bool = False) -> pd.DataFrame:
-    """The metadata table; `legacy` is the older release (num_roi, tuple strings)."""
+    """The metadata table; `legacy` is the older release (num_roi, tuple strings, boxes in
+    the maintainers' PNG space)."""
     return pd.DataFrame([_metadata_row(img, legacy) for img in plan.images])
 
 

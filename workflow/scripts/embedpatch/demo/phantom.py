@@ -2,7 +2,9 @@
 
 Values follow MONOCHROME2 (bright = dense) in 12 bits: background exactly 0, tissue
 about 600-2600, lesions up to about 3900. The breast is a rounded half-ellipse
-against the chest wall: x = 0 for laterality L, x = columns - 1 for R.
+against the chest wall: at x = 0, or at x = columns - 1 (`chest_wall_right`, as for a
+right breast in the usual orientation); an `upside_down` image has its rows reversed
+(the pectoral muscle of an MLO view at the bottom).
 Boxes are [ymin, xmin, ymax, xmax] with exclusive max, as img[ymin:ymax, xmin:xmax].
 """
 
@@ -43,23 +45,31 @@ class BreastShape:
 
     rows: int
     cols: int
-    laterality: str  # "L": chest wall at x = 0; "R": at x = cols - 1
+    chest_wall_right: bool  # chest wall at x = cols - 1, else at x = 0
     reach: float  # how far the breast reaches from the chest wall, fraction of cols
     centre: float  # vertical centre of the breast at the chest wall, fraction of rows
     half_height: float  # vertical half extent at the chest wall, fraction of rows
     exponent: float  # superellipse exponent; 2 is an ellipse, more is boxier
     pectoral: tuple[float, float] | None  # MLO muscle triangle: (width, height) fractions
+    upside_down: bool = False  # rows reversed: y counted from the bottom
 
     @classmethod
     def random(
-        cls, rng: np.random.Generator, rows: int, cols: int, laterality: str, view: str
+        cls,
+        rng: np.random.Generator,
+        rows: int,
+        cols: int,
+        view: str,
+        chest_wall_right: bool,
+        upside_down: bool = False,
     ) -> BreastShape:
         """A plausible breast for a view: MLO views are taller and show the pectoral muscle."""
         oblique = "MLO" in view or view in ("ML", "LM")
         return cls(
             rows=rows,
             cols=cols,
-            laterality=laterality,
+            chest_wall_right=chest_wall_right,
+            upside_down=upside_down,
             reach=float(rng.uniform(0.55, 0.75)),
             centre=float(rng.uniform(0.42, 0.48) if oblique else rng.uniform(0.47, 0.53)),
             half_height=float(rng.uniform(0.5, 0.56) if oblique else rng.uniform(0.36, 0.44)),
@@ -72,14 +82,17 @@ class BreastShape:
     def depth(self, x: np.ndarray) -> np.ndarray:
         """Distance of pixel column(s) `x` from the chest wall, in pixels (pixel centres)."""
         x = np.asarray(x, dtype=np.float32) + 0.5
-        return x if self.laterality == "L" else self.cols - x
+        return self.cols - x if self.chest_wall_right else x
+
+    def height(self, y: np.ndarray) -> np.ndarray:
+        """Distance of pixel row(s) `y` from the top of the breast's own frame (pixel centres)."""
+        y = np.asarray(y, dtype=np.float32) + 0.5
+        return self.rows - y if self.upside_down else y
 
     def radius_power(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Superellipse radius to the power `exponent`: below 1 inside the breast."""
         u = self.depth(x) / np.float32(self.reach * self.cols)
-        v = (np.asarray(y, dtype=np.float32) + 0.5 - self.centre * self.rows) / np.float32(
-            self.half_height * self.rows
-        )
+        v = (self.height(y) - self.centre * self.rows) / np.float32(self.half_height * self.rows)
         return np.abs(u) ** self.exponent + np.abs(v) ** self.exponent
 
     def weight(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -93,7 +106,7 @@ class BreastShape:
             return np.zeros(np.broadcast_shapes(np.shape(y), np.shape(x)), dtype=np.float32)
         width, height = self.pectoral
         q = self.depth(x) / np.float32(width * self.cols) + (
-            np.asarray(y, dtype=np.float32) / np.float32(height * self.rows)
+            (self.height(y) - 0.5) / np.float32(height * self.rows)
         )
         return np.clip((1 - q) / np.float32(0.2), 0, 1)
 
@@ -107,10 +120,12 @@ class BreastShape:
             np.all(self.weight(ys, xs) > 0.5) and np.all(self.muscle(ys, xs) == 0)
         )
 
-    def mirror(self, box: Box) -> Box:
-        """The box mirrored in x (x -> cols - x), the quirk of older EMBED releases."""
+    def is_background(self, box: Box) -> bool:
+        """Whether corners and centre of `box` lie off the breast (tissue weight 0)."""
         ymin, xmin, ymax, xmax = box
-        return (ymin, self.cols - xmax, ymax, self.cols - xmin)
+        ys = np.array([ymin, ymin, ymax - 1, ymax - 1, (ymin + ymax) // 2])
+        xs = np.array([xmin, xmax - 1, xmin, xmax - 1, (xmin + xmax) // 2])
+        return bool(np.all(self.weight(ys, xs) == 0))
 
     def _box_size(self, rng: np.random.Generator, side: tuple[float, float]) -> tuple[int, int]:
         width = max(MIN_BOX_SIDE, round(rng.uniform(*side) * self.cols))
@@ -118,10 +133,13 @@ class BreastShape:
         return height, width
 
     def _box_from_depth(self, top: int, near: int, height: int, width: int) -> Box:
-        """Box whose chest-wall side lies `near` pixels from the chest wall."""
-        if self.laterality == "L":
-            return (top, near, top + height, near + width)
-        return (top, self.cols - near - width, top + height, self.cols - near)
+        """Box whose chest-wall side lies `near` pixels from the chest wall, `top` pixels
+        from the top of the breast's own frame."""
+        if self.upside_down:
+            top = self.rows - top - height
+        if self.chest_wall_right:
+            return (top, self.cols - near - width, top + height, self.cols - near)
+        return (top, near, top + height, near + width)
 
     def inner_box(
         self,

@@ -68,6 +68,9 @@ class ImageHeader:
     samples_per_pixel: int
     window_center: float | None
     window_width: float | None
+    patient_orientation: tuple[str, ...] = ()  # PatientOrientation's values, () if absent
+    image_laterality: str | None = None  # ImageLaterality
+    view_position: str | None = None  # ViewPosition
 
     @property
     def frame_pixels(self) -> int:
@@ -97,6 +100,18 @@ def _first_number(value: object) -> float | None:
     if isinstance(value, MultiValue):
         value = value[0] if value else None
     return None if value in (None, "") else float(value)
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    """A text element's values, stripped, empty ones left out (() when absent)."""
+    values = value if isinstance(value, MultiValue) else [value]
+    return tuple(text for text in (str(v).strip() for v in values if v is not None) if text)
+
+
+def _text(value: object) -> str | None:
+    """A single-valued text element, stripped; None when absent or empty."""
+    values = _texts(value)
+    return values[0] if values else None
 
 
 def _frame_count(dataset: Dataset, name: str) -> int:
@@ -132,6 +147,9 @@ def _image_header(dataset: Dataset, name: str) -> ImageHeader:
             samples_per_pixel=int(values["SamplesPerPixel"]),
             window_center=_first_number(dataset.get("WindowCenter")),
             window_width=_first_number(dataset.get("WindowWidth")),
+            patient_orientation=_texts(dataset.get("PatientOrientation")),
+            image_laterality=_text(dataset.get("ImageLaterality")),
+            view_position=_text(dataset.get("ViewPosition")),
         )
     except (TypeError, ValueError) as error:
         raise ImageUnreadable(f"{name}: malformed image attribute ({one_line(error)})") from error
