@@ -30,4 +30,5 @@ rule all:
         rules.summarize_run.output,
         rules.plot_tables.output,
         rules.plot_images.output,
+        rules.evaluate_flip_check.output,
         DATASET_TARGETS,

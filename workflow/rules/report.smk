@@ -1,6 +1,8 @@
 # Summary of the run: summary.json (the funnel and every stage's summary) and the figures
 # of the Snakemake report (`snakemake --report report.html`). They read the small tables
 # written after collect_patches, and only a bounded, seeded sample of shards and images.
+# evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
+# synthetic images whose truth is known (embedpatch.demo.flip_evaluation).
 
 # Rule -> figure name (its output name and PNG stem) -> report category.
 FIGURES = {
@@ -53,6 +55,27 @@ rule summarize_run:
         mem_mb=2000,
     script:
         "../scripts/make_summary.py"
+
+
+rule evaluate_flip_check:
+    output:
+        summary=f"{RESULTS}/rois/flip_check_evaluation.json",
+        boxes=f"{RESULTS}/rois/flip_check_evaluation.parquet",
+        figure=report(
+            f"{RESULTS}/figures/flip_check_evaluation.png",
+            caption="../report/flip_check_evaluation.rst",
+            category="2. ROIs",
+        ),
+    log:
+        f"{RESULTS}/logs/evaluate_flip_check.log",
+    conda:
+        "../../envs/figures.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        rois=config["rois"],
+    script:
+        "../scripts/evaluate_flip_check.py"
 
 
 rule plot_tables:

@@ -30,10 +30,12 @@ CANDIDATES = (Mirror.X, Mirror.Y, Mirror.XY)
 @dataclass(frozen=True)
 class FlipThresholds:
     """Suspect a flip when the box holds at most `box_max` tissue and a mirror of it at
-    least `mirror_min`."""
+    least `mirror_min`. `lesion_margin`: in the space choice, a box on tissue both ways
+    votes for the reading whose lesion contrast is higher by at least this much."""
 
     box_max: float = 0.25
     mirror_min: float = 0.6
+    lesion_margin: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def flip_verdict(
     view: TissueView, box: Box, thresholds: FlipThresholds, expected: Mirror = Mirror.NONE
 ) -> FlipVerdict:
     """Compare `box` with its mirrors. Among the mirrors on tissue, `expected` (the one the
-    image's orientation suggests) wins, else the one showing the brightest lesion."""
+    image's orientation suggests) wins, else the first in CANDIDATES order unless another
+    shows a lesion brighter by `lesion_margin`."""
     own = box_evidence(view, box)
     evidence = {
         mirror: box_evidence(view, mirror.apply(box, view.rows, view.columns))
@@ -150,7 +153,9 @@ def flip_verdict(
     if expected in on_tissue:
         chosen = expected
     elif on_tissue:
-        chosen = max(on_tissue, key=lambda mirror: evidence[mirror].contrast)
+        brightest = max(on_tissue, key=lambda mirror: evidence[mirror].contrast)
+        margin = evidence[brightest].contrast - evidence[on_tissue[0]].contrast
+        chosen = brightest if margin >= thresholds.lesion_margin else on_tissue[0]
     else:
         chosen = max(CANDIDATES, key=lambda mirror: evidence[mirror].tissue)
     suspect = own.tissue <= thresholds.box_max and bool(on_tissue)
@@ -162,18 +167,32 @@ class SpaceChoice:
     """Which space an image's boxes were taken to be in, and the boxes' votes."""
 
     space: Space  # DICOM or PNG
-    png_votes: int  # boxes on background as listed, on tissue once mapped
-    dicom_votes: int  # boxes on tissue as listed, on background once mapped
+    png_votes: (
+        int  # boxes on background as listed and on tissue once mapped, or brighter once mapped
+    )
+    dicom_votes: int  # the other way round
 
 
 def choose_space(
     view: TissueView, listed: Sequence[Box], mapped: Sequence[Box], thresholds: FlipThresholds
 ) -> SpaceChoice:
     """DICOM or PNG space for one image, from its boxes read as listed and mapped from PNG
-    space: PNG only when more boxes vote for it than against it."""
+    space: PNG only when more boxes vote for it than against it. A box votes for the
+    reading that puts it on tissue when the other puts it on background, or, on tissue
+    both ways, for the one showing a lesion brighter by `lesion_margin`."""
     png = dicom = 0
     for as_listed, as_mapped in zip(listed, mapped, strict=True):
         before, after = box_evidence(view, as_listed), box_evidence(view, as_mapped)
-        png += before.tissue <= thresholds.box_max and after.tissue >= thresholds.mirror_min
-        dicom += after.tissue <= thresholds.box_max and before.tissue >= thresholds.mirror_min
+        png += _prefers(after, before, thresholds)
+        dicom += _prefers(before, after, thresholds)
     return SpaceChoice(Space.PNG if png > dicom else Space.DICOM, png, dicom)
+
+
+def _prefers(one: BoxEvidence, other: BoxEvidence, thresholds: FlipThresholds) -> bool:
+    """Whether evidence `one` beats `other`: tissue against background, or a brighter lesion."""
+    if one.tissue < thresholds.mirror_min:
+        return False
+    if other.tissue <= thresholds.box_max:
+        return True
+    both_on_tissue = other.tissue >= thresholds.mirror_min
+    return both_on_tissue and one.contrast - other.contrast >= thresholds.lesion_margin

@@ -137,6 +137,7 @@ class RoiSettings:
             flip_thresholds=FlipThresholds(
                 box_max=section["flip_box_tissue_max"],
                 mirror_min=section["flip_mirror_tissue_min"],
+                lesion_margin=section["flip_lesion_margin"],
             ),
         )
 
