@@ -2,6 +2,7 @@
 
 import gzip
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -10,6 +11,7 @@ import pytest
 from embedpatch import tables
 from embedpatch.tables import (
     TableError,
+    batch_share,
     column_names,
     open_batches,
     read_table,
@@ -134,3 +136,17 @@ def test_header_only_csv_has_a_schema_and_no_rows(tmp_path):
     schema, batches = open_batches(path)
     assert schema.types == [pa.int64(), pa.string()]
     assert sum(batch.num_rows for batch in batches) == 0
+
+
+def test_the_batches_of_a_table_add_up_to_its_whole_share(tmp_path):
+    """Progress lines of stage 1 count batches times batch_share: about 1 at the end."""
+    rows = pd.DataFrame({"anon_dicom_path": [f"/mnt/x/{i:08d}/image.dcm" for i in range(300_000)]})
+    csv_path, parquet_path = tmp_path / "t.csv", tmp_path / "t.parquet"
+    rows.to_csv(csv_path, index=False)
+    rows.to_parquet(parquet_path, index=False)
+    for path in (csv_path, parquet_path):
+        batches = sum(1 for _ in open_batches(path)[1])
+        assert batches > 1
+        assert (batches - 1) * batch_share(path) < 1 <= batches * batch_share(path) * 1.01
+    rows.iloc[0:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    assert batch_share(tmp_path / "empty.parquet") is None

@@ -32,10 +32,17 @@ import pyarrow.parquet as pq
 from embedpatch import object_store
 from embedpatch.atomic import atomic_output, write_json
 from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
+from embedpatch.logs import Progress
 from embedpatch.paths import inside_root, rewrite_paths
 from embedpatch.reasons import FilterReason
 from embedpatch.roi_parse import declares_rois
-from embedpatch.tables import TableError, column_names, open_batches, require_columns
+from embedpatch.tables import (
+    TableError,
+    batch_share,
+    column_names,
+    open_batches,
+    require_columns,
+)
 from embedpatch.vocab import (
     CLINICAL_PREFIX,
     CVIEW,
@@ -372,6 +379,7 @@ def filter_metadata(
     _refuse_output_names(metadata, joining)
     findings = load_clinical(clinical) if joining else None
     schema, batches = open_batches(metadata)
+    share, progress = batch_share(metadata), Progress("stage 1, metadata filter", "rows")
     empty = pa.RecordBatch.from_pylist([], schema=schema)
     kept_schema = _kept_rows(empty, decide(empty, options, mapping), findings).schema
     tally = _Tally()
@@ -382,13 +390,13 @@ def filter_metadata(
         _RowGroupWriter(filtered_tmp, kept_schema) as kept_writer,
         _RowGroupWriter(dropped_tmp, DROPPED_SCHEMA) as dropped_writer,
     ):
-        for batch in batches:
+        for number, batch in enumerate(batches, start=1):
             decision = decide(batch, options, mapping, kept_paths)
             kept, dropped = _kept_rows(batch, decision, findings), _dropped_rows(batch, decision)
             kept_writer.write(kept)
             dropped_writer.write(dropped)
             tally.add(kept, dropped)
-            log.debug("%d rows read", tally.rows_in)
+            progress.update(tally.rows_in, share=None if share is None else number * share)
     summary = _summary(tally, metadata, clinical, findings)
     summary["object_store"] = object_store.TRANSFER.as_dict()
     write_json(summary_out, summary)

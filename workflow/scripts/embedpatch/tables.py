@@ -187,6 +187,20 @@ def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
     )
 
 
+def batch_share(path: str | Path) -> float | None:
+    """About what share of the table one batch of `open_batches` is, for progress lines:
+    a CSV block of its bytes, or PARQUET_BATCH_ROWS of its rows (None: an empty table)."""
+    with _readable(path), _opened(path) as source:
+        if is_parquet(path):
+            rows = pq.read_metadata(source).num_rows
+            return PARQUET_BATCH_ROWS / rows if rows else None
+        if isinstance(source, str | Path):
+            size = Path(source).stat().st_size
+        else:
+            size = object_store.current_store().info(str(path))["size"]
+    return CSV_BLOCK_BYTES / size if size else None
+
+
 def cast_known_columns(data: Data, source: str) -> Data:
     """Dictionary columns decoded, INT_COLUMNS as int64, FLOAT_COLUMNS as float64."""
     arrays = []
