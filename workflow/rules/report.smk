@@ -1,6 +1,7 @@
-# Summary of the run: summary.json (the funnel and every stage's summary) and the figures
-# of the Snakemake report (`snakemake --report report.html`). They read the small tables
-# written after collect_patches, and only a bounded, seeded sample of shards and images.
+# Summary of the run: summary.json (the funnel and every stage's summary), the check that
+# the run wrote patches (checks.on_empty), and the figures of the Snakemake report
+# (`snakemake --report report.html`). They read the small tables written after
+# collect_patches, and only a bounded, seeded sample of shards and images.
 
 # Rule -> figure name (its output name and PNG stem) -> report category.
 FIGURES = {
@@ -53,6 +54,26 @@ rule summarize_run:
         mem_mb=2000,
     script:
         "../scripts/make_summary.py"
+
+
+# A few milliseconds of reading one JSON file: not worth a cluster job.
+localrules:
+    check_run,
+
+
+rule check_run:
+    input:
+        summary=rules.summarize_run.output.summary,
+    output:
+        check=f"{RESULTS}/run_check.json",
+    log:
+        f"{RESULTS}/logs/check_run.log",
+    conda:
+        "../../envs/figures.yaml"
+    params:
+        on_empty=config["checks"]["on_empty"],
+    script:
+        "../scripts/check_run.py"
 
 
 rule plot_tables:
