@@ -210,15 +210,18 @@ def failure_report(snakemake_logs: Iterable[str]) -> str | None:
     return "\n".join(lines)
 
 
-def print_end_of_run(summary_path: str, summary_inputs: Iterable[str], results: str) -> None:
+def print_end_of_run(
+    summary_path: str, summary_inputs: Iterable[str], results: str, warn_empty: bool = True
+) -> None:
     """onsuccess: print the end-of-run summary when the run left a current summary.json,
-    and the reasons when it wrote no patch from a table with rows (checks.on_empty: warn)."""
+    and (`warn_empty`) the reasons when it wrote no patch from a table with rows (a run
+    that succeeds so under checks.on_empty: warn)."""
     if not summary_is_current(summary_path, summary_inputs):
         return
     summary = _json(summary_path)
     print(end_of_run_summary(summary, results), file=sys.stderr)
     problem = empty_run_problem(summary)
-    if problem is not None:
+    if warn_empty and problem is not None:
         print(f"WARNING: {problem}", file=sys.stderr)
 
 
@@ -236,4 +239,4 @@ def print_failure(
     report = failure_report(snakemake_logs or [])
     if report is not None:
         print(report, file=sys.stderr)
-    print_end_of_run(summary_path, summary_inputs, results)
+    print_end_of_run(summary_path, summary_inputs, results, warn_empty=False)
