@@ -115,7 +115,7 @@ def write_summary(tmp_path, content: dict):
     return path
 
 
-def test_check_run_fails_an_empty_run_unless_told_to_warn(tmp_path):
+def test_check_run_fails_an_empty_run_unless_told_to_warn(tmp_path, caplog):
     empty = write_summary(tmp_path, summary(patches=0))
     verdict = tmp_path / "run_check.json"
     with pytest.raises(EmptyRunError, match="no patch was written") as raised:
@@ -126,7 +126,9 @@ def test_check_run_fails_an_empty_run_unless_told_to_warn(tmp_path):
     assert json.loads(verdict.read_text()) == written
     assert written["empty"] and written["problem"].startswith("no patch was written")
     full = write_summary(tmp_path, summary())
+    caplog.set_level(logging.INFO)
     assert check_run(str(full), str(verdict), on_empty="error")["empty"] is False
+    assert "193 patches written from 116 rows" in caplog.text  # a rule's log is never empty
 
 
 def test_the_summary_is_current_only_when_no_input_is_newer(tmp_path):

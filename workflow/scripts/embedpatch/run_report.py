@@ -134,7 +134,12 @@ def check_run(summary_path: str, check_path: str, on_empty: str) -> dict[str, An
     """The last rule: EmptyRunError when the run wrote no patch from a non-empty table and
     `on_empty` is 'error'; with 'warn' the problem is logged. Writes the verdict to
     `check_path` (JSON) unless it raises."""
-    problem = empty_run_problem(_json(summary_path))
+    summary = _json(summary_path)
+    problem = empty_run_problem(summary)
+    funnel = summary["funnel"]
+    log.info(
+        "%d patches written from %d rows", funnel["patches"]["total"], funnel["rows_in"]["total"]
+    )
     if problem is not None and on_empty == "error":
         raise EmptyRunError(f"{problem}\nSet checks.on_empty: warn to accept an empty result.")
     if problem is not None:
