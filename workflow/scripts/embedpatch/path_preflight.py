@@ -105,7 +105,7 @@ def _object_exists(url: str) -> str:
         object_store.current_store().info(url)
     except ImageMissing:
         return MISSING
-    except Exception as error:  # the store refused or failed: say how, never why not found
+    except Exception as error:  # the store's clients raise many kinds: say which, in words
         return f"the store refused it ({error})"
     return FOUND
 
@@ -144,7 +144,7 @@ def suggest_rewrite(
         parts = path.split("/")
         for cut in range(1, len(parts)):
             candidate = root + "/".join(parts[cut:])
-            if parts[cut] and exists(candidate) == FOUND:
+            if parts[cut] and ".." not in parts[cut:] and exists(candidate) == FOUND:
                 return "/".join(parts[:cut]) + "/", root, candidate
     return None
 
@@ -221,8 +221,8 @@ def warning_message(check: PathCheck, metadata: str) -> str | None:
     sampled = len(check.probes)
     lines = [
         f"{len(missed)} of {sampled} image paths sampled from {metadata} "
-        f"({len(missed) / sampled:.0%}) lead to no image; those rows will be dropped "
-        "(path_outside_root) or refused (image_missing), e.g.:",
+        f"({len(missed) / sampled:.0%}) lead to no image; such rows are dropped or refused "
+        "(path_outside_root, image_missing, image_unavailable), e.g.:",
         *(f"  {_example(probe)}" for probe in missed[:EXAMPLES]),
     ]
     return "\n".join(lines)
