@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from embedpatch import object_store
+from embedpatch import object_store, path_preflight
 from embedpatch.object_store import StoreOptions
 from embedpatch.path_preflight import (
     PathCheckError,
@@ -16,7 +16,8 @@ from embedpatch.path_preflight import (
     preflight_paths,
     sample_paths,
 )
-from s3lab import DUMMY_CREDENTIALS
+from embedpatch.tables import CSV_BLOCK_BYTES, HEADER_BLOCK_BYTES
+from s3lab import DUMMY_CREDENTIALS, upload_tree
 
 NAS = "/mnt/NAS2/mammo/anon_dicom/"
 
@@ -189,3 +190,31 @@ def test_a_bucket_root_is_checked_object_by_object(lab_store, s3lab, demo_cohort
     s3lab.proxy.add_fault("*.dcm", status=403, code="AccessDenied")
     with pytest.raises(PathCheckError, match=r"the store refused it \(.*access denied"):
         preflight_paths(table, root, [(SOURCE_PREFIX, f"{root}/")])
+
+
+@pytest.mark.slow
+def test_a_csv_in_a_bucket_is_sampled_from_its_first_blocks(
+    lab_store, s3lab, s3_bucket, tmp_path, monkeypatch
+):
+    """Stage 1 reads the whole object: the check reads only its start (4 MiB here, one
+    GET) and its header (twice, at most 64 KiB each)."""
+    paths = image_rows(600_000)
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    write_table(folder / "metadata.csv", paths)
+    size = (folder / "metadata.csv").stat().st_size
+    upload_tree(s3lab.moto_url, folder, s3_bucket, "tables")
+    table, root = f"s3://{s3_bucket}/tables/metadata.csv", str(tmp_path / "images")
+    rewrite = [(NAS, f"{root}/")]
+    monkeypatch.setattr(path_preflight, "REMOTE_CSV_BYTES", CSV_BLOCK_BYTES)
+    s3lab.proxy.reset()
+    check = check_paths(table, root, rewrite)
+    fetched = sum(record.body_bytes for record in s3lab.proxy.records())
+    assert not check.whole_table and 0 < check.rows < len(paths)
+    assert {probe.table_path for probe in check.probes} <= set(paths[: check.rows])
+    assert CSV_BLOCK_BYTES <= fetched < CSV_BLOCK_BYTES + 3 * HEADER_BLOCK_BYTES < size, fetched
+    with pytest.raises(PathCheckError, match=f"sampled from the first {check.rows:,} rows of"):
+        preflight_paths(table, root, rewrite)
+    monkeypatch.setattr(path_preflight, "REMOTE_CSV_BYTES", size)
+    whole = check_paths(table, root, rewrite)
+    assert whole.whole_table and whole.rows == len(paths)

@@ -14,6 +14,7 @@ from embedpatch.tables import (
     batch_share,
     column_names,
     open_batches,
+    read_csv_head,
     read_table,
     require_columns,
 )
@@ -150,3 +151,23 @@ def test_the_batches_of_a_table_add_up_to_its_whole_share(tmp_path):
         assert (batches - 1) * batch_share(path) < 1 <= batches * batch_share(path) * 1.01
     rows.iloc[0:0].to_parquet(tmp_path / "empty.parquet", index=False)
     assert batch_share(tmp_path / "empty.parquet") is None
+
+
+def test_the_head_of_a_csv_is_its_first_whole_lines(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("acc_anon,note\n" + "".join(f"{i},row {i}\n" for i in range(1000)))
+    head, whole = read_csv_head(path, ["acc_anon"], 100)
+    assert not whole and head.column_names == ["acc_anon"]
+    assert head["acc_anon"].to_pylist() == list(range(len(head))) and 0 < len(head) < 20
+    everything, whole = read_csv_head(path, ["acc_anon"], 1 << 20)
+    assert whole and everything["acc_anon"].to_pylist() == list(range(1000))
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('acc_anon,note\n1,x\n2,"a note\nover two lines"\n3,short\n')
+    head, whole = read_csv_head(quoted, ["acc_anon"], 30)  # cut inside row 2's note
+    assert not whole and head["acc_anon"].to_pylist() == [1]  # the cut row is left out
+    first = tmp_path / "quoted_first.csv"
+    first.write_text('note,acc_anon\n"a note\nover two lines",1\nshort,2\n')
+    head, whole = read_csv_head(first, ["acc_anon"], 30)  # a cut the parser refuses
+    assert whole and head["acc_anon"].to_pylist() == [1, 2]  # read whole instead
+    with pytest.raises(TableError, match="missing required column"):
+        read_csv_head(path, ["anon_dicom_path"], 100)

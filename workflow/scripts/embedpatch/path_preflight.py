@@ -26,7 +26,13 @@ import pyarrow.compute as pc
 from embedpatch import object_store
 from embedpatch.dicom.errors import ImageMissing
 from embedpatch.paths import inside_root, rewrite_paths, root_prefix
-from embedpatch.tables import TableError, column_names, read_table
+from embedpatch.tables import (
+    TableError,
+    column_names,
+    is_parquet,
+    read_csv_head,
+    read_table,
+)
 
 PATH_COLUMN = "anon_dicom_path"
 SAMPLE_SEED = 0
@@ -36,6 +42,9 @@ sampled paths start with."""
 EXAMPLES = 3
 SUGGESTION_TRIES = 5
 """Sampled paths tried for a suggested rewrite when none is found."""
+REMOTE_CSV_BYTES = 16 << 20
+"""Of a CSV table in an object store, the sample is drawn from the rows of its first
+16 MiB (about 15,000 of EMBED's rows; one GET)."""
 
 FOUND, OUTSIDE, MISSING = "found", "outside dicom_root", "no such file"
 
@@ -59,6 +68,7 @@ class PathCheck:
 
     probes: list[Probe]
     rows: int
+    whole_table: bool  # False: the rows sampled from are the table's first `rows`
     common_prefix: tuple[str, float]
     suggestion: tuple[str, str, str] | None
     """(from, to, the image found) of a rewrite that would work, when none was found."""
@@ -160,7 +170,7 @@ def check_paths(
     try:
         if PATH_COLUMN not in column_names(metadata):
             return None
-        paths = read_table(metadata, [PATH_COLUMN])[PATH_COLUMN].combine_chunks()
+        paths, whole = path_column(metadata)
     except TableError:
         return None  # stage 1 refuses the table with its own one-line message
     sample = sample_paths(paths, sample_size)
@@ -169,7 +179,17 @@ def check_paths(
     probes = probe_paths(sample, dicom_root, path_rewrite)
     found = any(probe.outcome == FOUND for probe in probes)
     suggestion = None if found else suggest_rewrite(sample, dicom_root)
-    return PathCheck(probes, len(paths), most_common_prefix(sample), suggestion)
+    return PathCheck(probes, len(paths), whole, most_common_prefix(sample), suggestion)
+
+
+def path_column(metadata: str) -> tuple[pa.Array, bool]:
+    """The table's anon_dicom_path column, and whether it is the whole table's: of a CSV
+    in an object store, only the rows of its first REMOTE_CSV_BYTES (stage 1 reads the
+    whole object anyway; reading it twice before every run would double the transfer)."""
+    if object_store.is_url(metadata) and not is_parquet(metadata):
+        head, whole = read_csv_head(metadata, [PATH_COLUMN], REMOTE_CSV_BYTES)
+        return head[PATH_COLUMN].combine_chunks(), whole
+    return read_table(metadata, [PATH_COLUMN])[PATH_COLUMN].combine_chunks(), True
 
 
 def _example(probe: Probe) -> str:
@@ -192,8 +212,9 @@ def failure_message(
     tried = ", ".join(sources) or "none (path_rewrite is empty)"
     tried += f" (they start {matched} of the {len(check.probes)} sampled paths)"
     lines = [
-        f"none of {len(check.probes)} image paths sampled from the {check.rows:,} rows of "
-        f"{metadata} leads to an image "
+        f"none of {len(check.probes)} image paths sampled from the "
+        f"{'' if check.whole_table else 'first '}{check.rows:,} rows of {metadata} "
+        "leads to an image "
         f"under dicom_root {dicom_root}{_root_state(dicom_root)}.",
         f"  table path:    {probe.table_path}",
         f"  became:        {probe.local_path} ({probe.outcome})",
