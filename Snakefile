@@ -28,7 +28,26 @@ rule all:
         f"{RESULTS}/rois/roi_summary.json",
         f"{RESULTS}/manifest.parquet",
         rules.summarize_run.output,
+        rules.check_run.output,
         rules.plot_tables.output,
         rules.plot_images.output,
         rules.evaluate_flip_check.output,
         DATASET_TARGETS,
+
+
+# What the run did, in the terminal: computed from summary.json when the run left a
+# current one; after a failure, each failed rule and its log first (embedpatch.run_report).
+onsuccess:
+    from embedpatch.run_report import print_end_of_run
+
+    print_end_of_run(
+        rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS
+    )
+
+
+onerror:
+    from embedpatch.run_report import print_failure
+
+    print_failure(
+        log, rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS
+    )

@@ -7,6 +7,8 @@ subprocess (wall time and peak RSS of that process):
 - the pipeline's filter_metadata, end to end (read, decide, write the outputs),
   without and with the clinical join (a synthetic clinical table, ~1.5 findings/exam);
 - reading only the decision columns (the first pass a two-pass design would add);
+- the path check run before any job (checks.paths: the anon_dicom_path column, 301
+  sampled paths looked up; here none exists, so it also searches for a rewrite);
 - the naive way: pandas.read_csv of the whole table, a boolean filter, to_parquet.
 
 Usage: .venv/bin/python bench/bench_filter.py [--rows N] [--regenerate]
@@ -202,6 +204,13 @@ from embedpatch.tables import read_table
 read_table({csv!r}, ["empi_anon", "acc_anon", "anon_dicom_path", "FinalImageType", "num_ROI",
                      "ROI_coords", "spot_mag"])
 """
+PATH_CHECK = """
+from embedpatch.path_preflight import PathCheckError, preflight_paths
+try:
+    preflight_paths({csv!r}, "/data/embed", [("/mnt/NAS2/mammo/anon_dicom/", "/data/embed/")])
+except PathCheckError:
+    pass  # no image exists on this machine: the check's failure path, suggestion search included
+"""
 NAIVE = """
 import pandas as pd
 table = pd.read_csv({csv!r}{engine})
@@ -214,6 +223,7 @@ VARIANTS = {
     "filter_metadata (streaming, pyarrow)": FILTER.replace("{clinical}", "None"),
     "filter_metadata + clinical join": FILTER.replace("{clinical}", "{clinical!r}"),
     "decision columns only (pyarrow include_columns)": DECISION_COLUMNS,
+    "path check before the run (checks.paths)": PATH_CHECK,
     "naive: pandas.read_csv + mask + to_parquet": NAIVE.replace("{engine}", ""),
     "naive: pandas.read_csv(engine='pyarrow') + mask": NAIVE.replace(
         "{engine}", ", engine='pyarrow'"

@@ -2,6 +2,7 @@
 
 import gzip
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -10,8 +11,10 @@ import pytest
 from embedpatch import tables
 from embedpatch.tables import (
     TableError,
+    batch_share,
     column_names,
     open_batches,
+    read_csv_head,
     read_table,
     require_columns,
 )
@@ -134,3 +137,37 @@ def test_header_only_csv_has_a_schema_and_no_rows(tmp_path):
     schema, batches = open_batches(path)
     assert schema.types == [pa.int64(), pa.string()]
     assert sum(batch.num_rows for batch in batches) == 0
+
+
+def test_the_batches_of_a_table_add_up_to_its_whole_share(tmp_path):
+    """Progress lines of stage 1 count batches times batch_share: about 1 at the end."""
+    rows = pd.DataFrame({"anon_dicom_path": [f"/mnt/x/{i:08d}/image.dcm" for i in range(300_000)]})
+    csv_path, parquet_path = tmp_path / "t.csv", tmp_path / "t.parquet"
+    rows.to_csv(csv_path, index=False)
+    rows.to_parquet(parquet_path, index=False)
+    for path in (csv_path, parquet_path):
+        batches = sum(1 for _ in open_batches(path)[1])
+        assert batches > 1
+        assert (batches - 1) * batch_share(path) < 1 <= batches * batch_share(path) * 1.01
+    rows.iloc[0:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    assert batch_share(tmp_path / "empty.parquet") is None
+
+
+def test_the_head_of_a_csv_is_its_first_whole_lines(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("acc_anon,note\n" + "".join(f"{i},row {i}\n" for i in range(1000)))
+    head, whole = read_csv_head(path, ["acc_anon"], 100)
+    assert not whole and head.column_names == ["acc_anon"]
+    assert head["acc_anon"].to_pylist() == list(range(len(head))) and 0 < len(head) < 20
+    everything, whole = read_csv_head(path, ["acc_anon"], 1 << 20)
+    assert whole and everything["acc_anon"].to_pylist() == list(range(1000))
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('acc_anon,note\n1,x\n2,"a note\nover two lines"\n3,short\n')
+    head, whole = read_csv_head(quoted, ["acc_anon"], 30)  # cut inside row 2's note
+    assert not whole and head["acc_anon"].to_pylist() == [1]  # the cut row is left out
+    first = tmp_path / "quoted_first.csv"
+    first.write_text('note,acc_anon\n"a note\nover two lines",1\nshort,2\n')
+    head, whole = read_csv_head(first, ["acc_anon"], 30)  # a cut the parser refuses
+    assert whole and head["acc_anon"].to_pylist() == [1, 2]  # read whole instead
+    with pytest.raises(TableError, match="missing required column"):
+        read_csv_head(path, ["anon_dicom_path"], 100)

@@ -4,7 +4,7 @@ import sys
 # The library, embedpatch, is installed in the environment running Snakemake (make run:
 # pip install -e .). Rule scripts import it from their own folder, workflow/scripts/,
 # which Snakemake appends to a local script's module search path in every deployment mode.
-from embedpatch import object_store
+from embedpatch import object_store, path_preflight
 from embedpatch.config import (
     ConfigError,
     extraction_settings,
@@ -34,6 +34,22 @@ if REMOTE_INPUTS and config["storage"]["preflight"] and workflow.is_main_process
         object_store.preflight(REMOTE_INPUTS)
     except object_store.StoreError as error:
         sys.exit(f"Object store: {error}")
+
+# A wrong path_rewrite prefix or dicom_root would cost a whole run that writes nothing:
+# before any job, a sample of the table's image paths must lead to images (not for the
+# demo cohort, whose table the run builds).
+if not INPUTS.is_demo and config["checks"]["paths"] and workflow.is_main_process:
+    try:
+        path_warning = path_preflight.preflight_paths(
+            INPUTS.metadata,
+            INPUTS.dicom_root,
+            INPUTS.path_rewrite,
+            config["checks"]["path_sample"],
+        )
+    except path_preflight.PathCheckError as error:
+        sys.exit(f"Path check: {error}")
+    if path_warning:
+        print(f"Path check: {path_warning}", file=sys.stderr)
 NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
 

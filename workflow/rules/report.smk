@@ -1,6 +1,7 @@
-# Summary of the run: summary.json (the funnel and every stage's summary) and the figures
-# of the Snakemake report (`snakemake --report report.html`). They read the small tables
-# written after collect_patches, and only a bounded, seeded sample of shards and images.
+# Summary of the run: summary.json (the funnel and every stage's summary), the check that
+# the run wrote patches (checks.on_empty), and the figures of the Snakemake report
+# (`snakemake --report report.html`). They read the small tables written after
+# collect_patches, and only a bounded, seeded sample of shards and images.
 # evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
 # synthetic images whose truth is known (embedpatch.demo.flip_evaluation).
 
@@ -76,6 +77,26 @@ rule evaluate_flip_check:
         rois=config["rois"],
     script:
         "../scripts/evaluate_flip_check.py"
+
+
+# A few milliseconds of reading one JSON file: not worth a cluster job.
+localrules:
+    check_run,
+
+
+rule check_run:
+    input:
+        summary=rules.summarize_run.output.summary,
+    output:
+        check=f"{RESULTS}/run_check.json",
+    log:
+        f"{RESULTS}/logs/check_run.log",
+    conda:
+        "../../envs/figures.yaml"
+    params:
+        on_empty=config["checks"]["on_empty"],
+    script:
+        "../scripts/check_run.py"
 
 
 rule plot_tables:

@@ -15,6 +15,7 @@ from embedpatch.atomic import atomic_output
 from embedpatch.batches import batch_name
 from embedpatch.dicom import ImageError
 from embedpatch.extract import extract_exam
+from embedpatch.logs import with_progress
 from embedpatch.manifest import read_shards
 from embedpatch.patch_spec import ExamSpec, PatchSettings, SpecError, canonical_json
 from embedpatch.reasons import RoiReason
@@ -144,7 +145,7 @@ def extract_batch(
     directory = Path(shard_dir)
     counts = {"extracted": 0, "current": 0, "failed": 0}
     shards = {}
-    for acc_anon, spec_json in specs.items():
+    for acc_anon, spec_json in with_progress(specs.items(), f"batch {batch}", "exams"):
         if batch_name(acc_anon, n_batches) != batch:
             raise ValueError(f"exam {acc_anon} does not belong to batch {batch}")
         shard = directory / f"{acc_anon}.h5"

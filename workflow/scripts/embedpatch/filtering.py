@@ -32,11 +32,13 @@ import pyarrow.parquet as pq
 from embedpatch import object_store
 from embedpatch.atomic import atomic_output, write_json
 from embedpatch.clinical import ClinicalFindings, attach_clinical, load_clinical
+from embedpatch.logs import Progress
 from embedpatch.paths import inside_root, rewrite_paths
 from embedpatch.reasons import FilterReason
 from embedpatch.roi_parse import declares_rois
 from embedpatch.tables import (
     TableError,
+    batch_share,
     column_names,
     coords_column,
     open_batches,
@@ -382,6 +384,7 @@ def filter_metadata(
     findings = load_clinical(clinical) if joining else None
     coords = coords_column(metadata)
     schema, batches = open_batches(metadata)
+    share, progress = batch_share(metadata), Progress("stage 1, metadata filter", "rows")
     empty = pa.RecordBatch.from_pylist([], schema=schema)
     kept_schema = _kept_rows(empty, decide(empty, options, mapping), findings, coords).schema
     tally = _Tally()
@@ -392,14 +395,14 @@ def filter_metadata(
         _RowGroupWriter(filtered_tmp, kept_schema) as kept_writer,
         _RowGroupWriter(dropped_tmp, DROPPED_SCHEMA) as dropped_writer,
     ):
-        for batch in batches:
+        for number, batch in enumerate(batches, start=1):
             decision = decide(batch, options, mapping, kept_paths)
             kept = _kept_rows(batch, decision, findings, coords)
             dropped = _dropped_rows(batch, decision)
             kept_writer.write(kept)
             dropped_writer.write(dropped)
             tally.add(kept, dropped)
-            log.debug("%d rows read", tally.rows_in)
+            progress.update(tally.rows_in, share=None if share is None else number * share)
     summary = _summary(tally, metadata, clinical, findings)
     summary["coords_column"] = coords
     summary["object_store"] = object_store.TRANSFER.as_dict()

@@ -316,12 +316,12 @@ TABLE_BLOCK_BYTES = 16 << 20
 
 
 @contextlib.contextmanager
-def open_stream(url: str) -> Iterator[BinaryIO]:
-    """A table object opened for sequential reading (read-ahead blocks of TABLE_BLOCK_BYTES),
+def open_stream(url: str, block_size: int = TABLE_BLOCK_BYTES) -> Iterator[BinaryIO]:
+    """A table object opened for sequential reading (read-ahead blocks of `block_size`),
     closed on exit; its HEAD and the blocks it fetched are counted in TRANSFER."""
     filesystem = _store.filesystem_for(url)
     TRANSFER.add(1, 0)  # the HEAD of open
-    with filesystem.open(url, "rb", block_size=TABLE_BLOCK_BYTES, cache_type="readahead") as file:
+    with filesystem.open(url, "rb", block_size=block_size, cache_type="readahead") as file:
         cache = file.cache  # kept: closing the file (pyarrow does) drops it
         try:
             yield file

@@ -43,6 +43,7 @@ from embedpatch.flip_check import (
     read_tissue_view,
 )
 from embedpatch.geometry import Mirror
+from embedpatch.logs import with_progress
 from embedpatch.reasons import RoiReason, RoiWarning
 from embedpatch.roi_parse import declares_rois, is_missing, parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
@@ -435,7 +436,7 @@ def build_roi_tables(
     accepted: list[dict] = []
     rejected: list[dict] = []
     rows_with_accepted = rows_all_rejected = declared = 0
-    for row in candidates.to_dict("records"):
+    for row in with_progress(candidates.to_dict("records"), "stage 2, ROI validation", "rows"):
         outcome = validate_row(row, settings, dicom_root)
         declared += outcome.declared
         accepted += [_accepted_record(row, c, outcome.bounds) for c in outcome.accepted]

@@ -48,6 +48,9 @@ FLOAT_COLUMNS = frozenset({"spot_mag", "age_at_study"})
 _INTEGER_TEXT = r"^\s*-?\d+(\.0*)?\s*$"
 _MAX_EXACT_FLOAT = 2**53  # float64 holds every integer up to this, and not all beyond
 CSV_BLOCK_BYTES = 4 << 20
+HEADER_BLOCK_BYTES = 64 << 10
+"""Reading a table's column names from an object store fetches this much, not a whole
+streaming block (16 MiB: stage 1 and the path check read the names several times)."""
 PARQUET_BATCH_ROWS = 32_768
 
 Data = TypeVar("Data", pa.Table, pa.RecordBatch)
@@ -83,14 +86,16 @@ def _checked(
 
 
 @contextlib.contextmanager
-def _opened(path: str | Path) -> Iterator[str | Path | BinaryIO]:
+def _opened(
+    path: str | Path, block_size: int = object_store.TABLE_BLOCK_BYTES
+) -> Iterator[str | Path | BinaryIO]:
     """A local table's path as it is, or an object store table opened for streaming
-    (large sequential blocks: one GET per block)."""
+    (sequential blocks of `block_size`: one GET per block)."""
     if not object_store.is_url(path):
         yield path
         return
     try:
-        with object_store.open_stream(str(path)) as file:
+        with object_store.open_stream(str(path), block_size) as file:
             yield file
     except FileNotFoundError:
         raise TableError(f"{path}: no such object") from None
@@ -99,7 +104,7 @@ def _opened(path: str | Path) -> Iterator[str | Path | BinaryIO]:
 
 
 def _raw_column_names(path: str | Path) -> list[str]:
-    with _readable(path), _opened(path) as source:
+    with _readable(path), _opened(path, HEADER_BLOCK_BYTES) as source:
         if is_parquet(path):
             return pq.read_schema(source).names
         local = isinstance(source, str | Path)
@@ -177,6 +182,38 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pa.Table:
     return cast_known_columns(table.rename_columns(list(columns)), str(path))
 
 
+def read_csv_head(
+    path: str | Path, columns: Sequence[str], max_bytes: int
+) -> tuple[pa.Table, bool]:
+    """`columns` of the rows within the first `max_bytes` of a CSV table (one ranged read,
+    cut after the last whole line), and whether they are all its rows. A cut the parser
+    cannot read (a quoted line break) reads the whole table instead."""
+    source = _source_names(path)
+    missing = [name for name in columns if name not in source]
+    if missing:
+        raise TableError(f"{path}: missing required column(s): {', '.join(missing)}")
+    with _readable(path):
+        if object_store.is_url(path):
+            size = int(object_store.current_store().info(str(path))["size"])
+            wanted = min(max_bytes, size)
+            (head,) = object_store.current_store().read_ranges(str(path), [(0, wanted)])
+        else:
+            size = Path(path).stat().st_size
+            with open(path, "rb") as file:
+                head = file.read(max_bytes)
+    whole = len(head) >= size
+    if not whole:
+        head = head[: head.rfind(b"\n") + 1]
+    options = _csv_convert_options(source.values(), [source[name] for name in columns])
+    try:
+        table = pacsv.read_csv(pa.BufferReader(head), convert_options=options)
+    except pa.ArrowInvalid:
+        return read_table(path, columns), True
+    if not whole:  # its last line may end inside a quoted line break
+        table = table.slice(0, max(table.num_rows - 1, 0))
+    return cast_known_columns(table.rename_columns(list(columns)), str(path)), whole
+
+
 def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The table's schema (after casting) and an iterator over all its rows in batches.
 
@@ -207,6 +244,20 @@ def open_batches(path: str | Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]
 
     empty = pa.RecordBatch.from_pylist([], schema=schema)
     return as_pipeline(empty).schema, (as_pipeline(batch) for batch in batches)
+
+
+def batch_share(path: str | Path) -> float | None:
+    """About what share of the table one batch of `open_batches` is, for progress lines:
+    a CSV block of its bytes, or PARQUET_BATCH_ROWS of its rows (None: an empty table)."""
+    with _readable(path), _opened(path) as source:
+        if is_parquet(path):
+            rows = pq.read_metadata(source).num_rows
+            return PARQUET_BATCH_ROWS / rows if rows else None
+        if isinstance(source, str | Path):
+            size = Path(source).stat().st_size
+        else:
+            size = object_store.current_store().info(str(path))["size"]
+    return CSV_BLOCK_BYTES / size if size else None
 
 
 def cast_known_columns(data: Data, source: str) -> Data:
