@@ -48,7 +48,7 @@ def phantom_patches(count: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     patches = []
     while len(patches) < count:
-        shape = phantom.BreastShape.random(rng, *IMAGE, str(rng.choice(["L", "R"])), "MLO")
+        shape = phantom.BreastShape.random(rng, *IMAGE, "MLO", bool(rng.random() < 0.5))
         lesions = [
             phantom.Lesion(shape.inner_box(rng), float(rng.uniform(*phantom.LESION_AMPLITUDE)))
             for _ in range(3)

@@ -77,7 +77,7 @@ def _templates(seed: int) -> list[Template]:
         for laterality in ("L", "R"):
             for view in ("CC", "MLO"):
                 for _ in range(VARIANTS):
-                    shape = phantom.BreastShape.random(rng, SIZE, SIZE, laterality, view)
+                    shape = phantom.BreastShape.random(rng, SIZE, SIZE, view, laterality == "R")
                     first = shape.inner_box(rng, side=(0.12, 0.22))
                     boxes = (first, shape.inner_box(rng, side=(0.12, 0.22), avoid=(first,)))
                     frames: tuple[tuple[int, ...], ...] = ((), ())

@@ -1,6 +1,7 @@
 """Stage 2 on real files: the demo cohort's odd rows land where its truth file says."""
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ def rois_config(**changes) -> dict:
     return {**validate_config({})["rois"], **changes}
 
 
-def run_stage(filtered: Path, out: Path, **changes) -> dict:
+def run_stage(filtered: Path, out: Path, cache: Path | None = None, **changes) -> dict:
     out.mkdir(exist_ok=True)
     summary = run_roi_stage(
         str(filtered),
@@ -26,6 +27,7 @@ def run_stage(filtered: Path, out: Path, **changes) -> dict:
         str(out / "rejected.parquet"),
         str(out / "roi_summary.json"),
         rois_config=rois_config(**changes),
+        cache_path=None if cache is None else str(cache),
     )
     return {
         "out": out,
@@ -265,3 +267,57 @@ def test_auto_space_finds_the_png_images_and_leaves_the_others(
     restored = boxes_by_roi(chosen[chosen["coords_space"] == "png"])
     pd.testing.assert_frame_equal(restored, truth.loc[restored.index])
     assert auto_legacy["summary"]["accepted_by_coords_space"]["png"] == len(restored) > 0
+
+
+# ---- the outcome cache: a rerun reads only new or changed images ----------------------------
+
+
+def assert_same_tables(one: dict, other: dict) -> None:
+    pd.testing.assert_frame_equal(one["accepted"], other["accepted"])
+    pd.testing.assert_frame_equal(one["rejected"], other["rejected"])
+
+
+def test_a_rerun_reuses_every_row_with_an_image_and_writes_the_same_tables(filtered, tmp_path):
+    cache = tmp_path / "cache" / "outcomes.parquet"
+    cold = run_stage(filtered, tmp_path / "cold", cache)
+    warm = run_stage(filtered, tmp_path / "warm", cache)
+    assert_same_tables(cold, warm)
+    assert_same_tables(cold, run_stage(filtered, tmp_path / "uncached"))
+    missing = (cold["rejected"]["reason"] == "image_missing").sum()
+    rows = cold["summary"]["cache"]["rows_validated"]
+    assert cold["summary"]["cache"] == {"rows_reused": 0, "rows_validated": rows}
+    assert warm["summary"]["cache"] == {"rows_reused": rows - missing, "rows_validated": missing}
+    other_settings = run_stage(filtered, tmp_path / "other", cache, border="reject")
+    assert other_settings["summary"]["cache"]["rows_reused"] == 0
+
+
+def test_only_new_and_changed_images_are_read(filtered, stage, tmp_path):
+    table = pd.read_parquet(filtered, dtype_backend="numpy_nullable")
+    clean = set(stage["accepted"]["anon_dicom_path"]) - set(stage["rejected"]["anon_dicom_path"])
+    flat = table[(table["FinalImageType"] == "2D") & table["anon_dicom_path"].isin(clean)]
+    copies = tmp_path / "images"
+    copies.mkdir()
+    chosen = flat.iloc[:3].copy()
+    for index, source in zip(chosen.index, chosen["dicom_path"], strict=True):
+        copy = copies / f"{index}.dcm"
+        copy.write_bytes(Path(source).read_bytes())
+        chosen.loc[index, "dicom_path"] = str(copy)
+    edited = tmp_path / "edited.parquet"
+    chosen.iloc[:2].to_parquet(edited)
+    cache = tmp_path / "outcomes.parquet"
+    cold = run_stage(edited, tmp_path / "cold", cache)
+    assert cold["summary"]["cache"] == {"rows_reused": 0, "rows_validated": 2}
+
+    unchanged, touched = (Path(path) for path in chosen["dicom_path"].iloc[:2])
+    stamp = unchanged.stat()
+    unchanged.write_bytes(b"\0" * stamp.st_size)  # same size and time: never read again
+    os.utime(unchanged, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    os.utime(touched, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # a changed image
+    chosen.to_parquet(edited)  # and a new row
+    warm = run_stage(edited, tmp_path / "warm", cache)
+    assert warm["summary"]["cache"] == {"rows_reused": 1, "rows_validated": 2}
+    assert set(warm["accepted"]["dicom_path"]) == set(chosen["dicom_path"])
+    assert warm["rejected"].empty
+    touched.write_bytes(b"not a DICOM file")
+    refused = run_stage(edited, tmp_path / "refused", cache)["rejected"]
+    assert list(refused["reason"]) == ["image_unreadable"]

@@ -1,7 +1,9 @@
 # Stage 2: parse and validate every ROI of the filtered table against its image's
 # header (refusing images whose real path leaves dicom_root); each ROI is accepted
 # (rois.parquet) or refused with a reason. A checkpoint: the per-exam extraction jobs
-# are known only once its tables exist.
+# are known only once its tables exist. Rows whose image and cells are unchanged since the
+# last run take their outcome from a cache beside the outputs (embedpatch.roi_cache): a
+# rerun reads only new or changed images. Delete rois/cache/ to force a cold run.
 
 
 checkpoint validate_rois:
@@ -20,5 +22,6 @@ checkpoint validate_rois:
     params:
         rois=config["rois"],
         dicom_root=INPUTS.dicom_root,
+        cache=f"{RESULTS}/rois/cache/outcomes.parquet",
     script:
         "../scripts/validate_rois.py"

@@ -14,4 +14,5 @@ run_logged(
     summary_path=snakemake.output.summary,
     rois_config=snakemake.params.rois,
     dicom_root=snakemake.params.dicom_root,
+    cache_path=snakemake.params.cache,
 )

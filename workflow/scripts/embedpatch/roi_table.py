@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedpatch import object_store
+from embedpatch import coordinate_space, flip_check, geometry, object_store, roi_parse, roi_validate
 from embedpatch.atomic import atomic_output, write_json
 from embedpatch.coordinate_space import COLUMN_SPACE, PngRule, Space, ViewFacts, png_mirror
 from embedpatch.dicom import (
@@ -35,6 +36,10 @@ from embedpatch.dicom import (
     ImageReader,
     read_header,
 )
+from embedpatch.dicom import encapsulation as dicom_encapsulation
+from embedpatch.dicom import frames as dicom_frames
+from embedpatch.dicom import header as dicom_header
+from embedpatch.dicom import reader as dicom_reader
 from embedpatch.flip_check import (
     FlipThresholds,
     TissueView,
@@ -45,6 +50,7 @@ from embedpatch.flip_check import (
 from embedpatch.geometry import Mirror
 from embedpatch.logs import with_progress
 from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.roi_cache import OutcomeCache, fingerprint
 from embedpatch.roi_parse import declares_rois, is_missing, parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
     AcceptedRoi,
@@ -62,6 +68,7 @@ from embedpatch.vocab import (
     FLAT_TYPES,
     IDENTIFIERS,
     IMAGE_COLUMNS,
+    IMAGE_TYPE,
     LATERALITY,
     ROI_CELLS,
     ROI_COORDS,
@@ -73,8 +80,24 @@ from embedpatch.vocab import (
 
 log = logging.getLogger(__name__)
 
+OUTCOME_CODE = (
+    roi_parse,
+    roi_validate,
+    geometry,
+    coordinate_space,
+    flip_check,
+    dicom_header,
+    dicom_encapsulation,
+    dicom_frames,
+    dicom_reader,
+    sys.modules[__name__],
+)
+"""The modules whose code decides a row's outcome: a change to any starts the cache afresh."""
+
 TABLE_BOUNDS = ["Rows", "Columns", "ImagesInAcquisition"]
 INPUT_COLUMNS = [*IDENTIFIERS, *IMAGE_COLUMNS, *ROI_CELLS, *TABLE_BOUNDS, COORDS_COLUMN]
+ROW_CELLS = [IMAGE_TYPE, LATERALITY, VIEW, *ROI_CELLS, *TABLE_BOUNDS, COORDS_COLUMN]
+"""The cells of a row its outcome depends on, besides its image (the outcome cache's key)."""
 REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", ROI_COUNT, ROI_COORDS]
 
 ACCEPTED_COLUMNS = [
@@ -340,10 +363,10 @@ def validate_row(
         return _whole_row(_declared_without_image(row), error.reason, str(error))
 
 
-def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageBounds) -> dict:
+def _accepted_fields(checked: CheckedRoi, bounds: ImageBounds) -> dict:
+    """An accepted ROI's record, the row's identifiers left out (JSON-able)."""
     roi = checked.roi
     return {
-        **{name: row[name] for name in (*IDENTIFIERS, *IMAGE_COLUMNS)},
         "roi_index": roi.roi_index,
         "ymin": roi.ymin,
         "xmin": roi.xmin,
@@ -371,14 +394,30 @@ def _accepted_record(row: Mapping[str, Any], checked: CheckedRoi, bounds: ImageB
     }
 
 
-def _rejected_record(row: Mapping[str, Any], rejection: RoiRejection, declared: int) -> dict:
+def _rejected_fields(rejection: RoiRejection, declared: int) -> dict:
+    """A rejection's record, the row's identifiers left out (JSON-able)."""
     return {
-        **{name: row[name] for name in IDENTIFIERS},
         "roi_index": rejection.roi_index,
         "reason": str(rejection.reason),
         "detail": rejection.detail,
         "n_rois": declared if rejection.roi_index == WHOLE_ROW else 1,
     }
+
+
+def row_outcome(row: Mapping[str, Any], settings: RoiSettings, dicom_root: str | None) -> dict:
+    """A row's outcome as plain records: the ROIs it declares, those accepted, those
+    rejected (validate_row; identifiers left out)."""
+    outcome = validate_row(row, settings, dicom_root)
+    return {
+        "declared": outcome.declared,
+        "accepted": [_accepted_fields(c, outcome.bounds) for c in outcome.accepted],
+        "rejected": [_rejected_fields(r, outcome.declared) for r in outcome.rejected],
+    }
+
+
+def _cacheable(outcome: dict) -> bool:
+    """Store failures are tried again next run; every other outcome is the image's own."""
+    return all(r["reason"] != RoiReason.IMAGE_UNAVAILABLE for r in outcome["rejected"])
 
 
 @dataclass(frozen=True)
@@ -427,26 +466,42 @@ def _typed_rejected(records: list[dict]) -> pd.DataFrame:
 
 
 def build_roi_tables(
-    filtered: pd.DataFrame, settings: RoiSettings, dicom_root: str | None = None
+    filtered: pd.DataFrame,
+    settings: RoiSettings,
+    dicom_root: str | None = None,
+    cache: OutcomeCache | None = None,
 ) -> RoiTables:
     """Validate the ROIs of every row of the filtered metadata table (images below
-    `dicom_root` only, when given)."""
+    `dicom_root` only, when given); rows whose image and cells are unchanged since the run
+    that filled `cache` take their outcome from it."""
     candidates = filtered[rows_with_roi_cells(filtered)]
     log.info("%d of %d rows declare ROIs", len(candidates), len(filtered))
     accepted: list[dict] = []
     rejected: list[dict] = []
     rows_with_accepted = rows_all_rejected = declared = 0
     for row in with_progress(candidates.to_dict("records"), "stage 2, ROI validation", "rows"):
-        outcome = validate_row(row, settings, dicom_root)
-        declared += outcome.declared
-        accepted += [_accepted_record(row, c, outcome.bounds) for c in outcome.accepted]
-        rejected += [_rejected_record(row, r, outcome.declared) for r in outcome.rejected]
-        if outcome.accepted:
+        key = None
+        if cache is not None:
+            key = cache.key({name: row[name] for name in ROW_CELLS}, row["dicom_path"])
+        outcome = None if cache is None else cache.get(key)
+        if outcome is None:
+            outcome = row_outcome(row, settings, dicom_root)
+            if cache is not None and _cacheable(outcome):
+                cache.put(key, outcome)
+        identifiers = {name: row[name] for name in IDENTIFIERS}
+        declared += outcome["declared"]
+        accepted += [
+            identifiers | {n: row[n] for n in IMAGE_COLUMNS} | a for a in outcome["accepted"]
+        ]
+        rejected += [identifiers | r for r in outcome["rejected"]]
+        if outcome["accepted"]:
             rows_with_accepted += 1
-        elif outcome.rejected:
+        elif outcome["rejected"]:
             rows_all_rejected += 1
     tables = RoiTables(_typed_accepted(accepted), _typed_rejected(rejected), {})
     summary = _summary(tables, len(filtered), rows_with_accepted, rows_all_rejected, declared)
+    if cache is not None:
+        summary["cache"] = {"rows_reused": cache.reused, "rows_validated": cache.validated}
     return replace(tables, summary=summary)
 
 
@@ -504,13 +559,22 @@ def run_roi_stage(
     summary_path: str,
     rois_config: Mapping[str, Any],
     dicom_root: str | None = None,
+    cache_path: str | None = None,
 ) -> dict:
     """Read the filtered table, validate its ROIs and write the stage's three outputs.
 
     `dicom_root`: images whose real path (symlinks resolved) leaves it are refused.
+    `cache_path`: the outcome cache (roi_cache) read and replaced; None: none.
     """
     filtered = read_filtered(filtered_path)
-    tables = build_roi_tables(filtered, RoiSettings.from_config(rois_config), dicom_root)
+    settings = RoiSettings.from_config(rois_config)
+    cache = None
+    if cache_path is not None:
+        code = fingerprint({"rois": rois_config, "dicom_root": dicom_root}, OUTCOME_CODE)
+        cache = OutcomeCache(cache_path, code)
+    tables = build_roi_tables(filtered, settings, dicom_root, cache)
+    if cache is not None:
+        cache.save()
     with atomic_output(accepted_path) as temporary:
         tables.accepted.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:
