@@ -47,12 +47,15 @@ class TissueView:
     factor: int  # downsampling factor
     rows: int  # full-resolution size
     columns: int
+    spread: float  # standard deviation of the tissue's values (0 without tissue)
 
     @classmethod
     def of(cls, view: np.ndarray, factor: int, rows: int, columns: int) -> TissueView:
         """The view of an image already downsampled by `factor` (tissue bright)."""
         values = np.asarray(view, dtype=np.float32)
-        return cls(values, tissue_mask(values), factor, rows, columns)
+        mask = tissue_mask(values)
+        spread = float(values[mask].std()) if mask.any() else 0.0
+        return cls(values, mask, factor, rows, columns, spread)
 
     def cells(self, box: Box) -> tuple[slice, slice]:
         """The view's cells a full-resolution box touches (clipped to the view)."""
@@ -117,15 +120,16 @@ def box_evidence(view: TissueView, box: Box) -> BoxEvidence:
 def _contrast(view: TissueView, box: Box, inside: tuple[slice, slice]) -> float:
     ymin, xmin, ymax, xmax = box
     margin = max(ymax - ymin, xmax - xmin) // 2
-    ring = np.zeros(view.mask.shape, dtype=bool)
-    ring[view.cells((ymin - margin, xmin - margin, ymax + margin, xmax + margin))] = True
-    ring[inside] = False
-    ring &= view.mask
+    around = view.cells((ymin - margin, xmin - margin, ymax + margin, xmax + margin))
+    ring = view.mask[around].copy()  # the tissue around the box, the box's own cells left out
+    top, left = around[0].start, around[1].start
+    ring[
+        inside[0].start - top : inside[0].stop - top, inside[1].start - left : inside[1].stop - left
+    ] = False
     box_values = view.values[inside][view.mask[inside]]
-    spread = float(view.values[view.mask].std()) if view.mask.any() else 0.0
-    if not box_values.size or not ring.any() or spread == 0:
+    if not box_values.size or not ring.any() or view.spread == 0:
         return 0.0
-    return float(box_values.mean() - view.values[ring].mean()) / spread
+    return float(box_values.mean() - view.values[around][ring].mean()) / view.spread
 
 
 @dataclass(frozen=True)
