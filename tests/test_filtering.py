@@ -254,6 +254,25 @@ def test_legacy_num_roi_column_is_accepted_and_renamed(tmp_path):
     assert dropped["reason"].to_pylist() == ["3d_without_roi"]
 
 
+@pytest.mark.parametrize(
+    ("present", "chosen"),
+    [
+        (("ROI_coords", "DCM_ROI_coords", "PNG_ROI_coords"), "DCM_ROI_coords"),
+        (("ROI_coords", "PNG_ROI_coords"), "ROI_coords"),
+        (("PNG_ROI_coords",), "PNG_ROI_coords"),
+    ],
+)
+def test_the_coordinate_column_is_read_as_roi_coords_and_named(tmp_path, present, chosen):
+    boxes = {name: f"[[{i}, {i}, 9, 9]]" for i, name in enumerate(present)}
+    rows = [{**BASE, "FinalImageType": "3D", "num_ROI": "1"} | boxes]
+    drop = [] if "ROI_coords" in present else ["ROI_coords"]
+    filtered, _, summary = run(tmp_path, rows, drop=drop)
+    assert filtered["ROI_coords"].to_pylist() == [boxes[chosen]]
+    assert filtered["coords_column"].to_pylist() == [chosen]
+    assert summary["coords_column"] == chosen
+    assert not {"DCM_ROI_coords", "PNG_ROI_coords"} & set(filtered.column_names)
+
+
 def test_both_roi_count_columns_are_refused(tmp_path):
     with pytest.raises(TableError, match="both 'num_ROI' and legacy 'num_roi'"):
         run(tmp_path, [{**BASE, "num_roi": "0"}])
