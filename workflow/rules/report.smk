@@ -8,6 +8,7 @@ FIGURES = {
         "funnel": "1. Pipeline funnel",
         "rejections": "1. Pipeline funnel",
         "counts": "1. Pipeline funnel",
+        "balance": "3. Patches",
         "rois_per_image": "2. ROIs",
         "roi_sizes": "2. ROIs",
         "dbt_frames": "2. ROIs",
