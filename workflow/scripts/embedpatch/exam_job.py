@@ -177,7 +177,7 @@ def _entry(
         "shard_stamp": _file_stamp(shard),
         "unavailable_images": _unavailable(rejections) if len(rejections) else 0,
         "n_patches": len(info),
-        "rejections": json.loads(rejections.to_json(orient="records")),
+        "rejections": json.loads(rejections.to_json(orient="records")) if len(rejections) else [],
     }
 
 
@@ -237,10 +237,6 @@ def _remove_departed(
     return removed
 
 
-def _info_rows(shard: Path, info: pd.DataFrame) -> pd.DataFrame:
-    return info.assign(shard=str(shard))[["shard", *info.columns]]
-
-
 def extract_batch(
     specs: Mapping[str, str],
     settings_json: str,
@@ -269,7 +265,7 @@ def extract_batch(
     state = BatchState(directory, batch, n_batches)
     counts = {"extracted": 0, "current": 0, "failed": 0}
     entries: dict[str, dict[str, Any]] = {}
-    fresh: dict[str, pd.DataFrame] = {}  # acc_anon -> info rows not in the saved table
+    fresh: dict[str, pd.DataFrame] = {}  # acc_anon -> info rows (no `shard`) not saved yet
     for acc_anon, spec_json in specs.items():
         if batch_name(acc_anon, n_batches) != batch:
             raise ValueError(f"exam {acc_anon} does not belong to batch {batch}")
@@ -294,7 +290,7 @@ def extract_batch(
             counts["failed"] += 1
             continue
         entries[acc_anon] = _entry(spec_json, settings_hash, shard, info, rejections)
-        fresh[acc_anon] = _info_rows(shard, info)
+        fresh[acc_anon] = info
     removed = _remove_departed(directory, batch, n_batches, set(specs), state)
     log.info("batch %s: %s, %d departed shards removed", batch, counts, len(removed))
     if counts["failed"]:
@@ -317,18 +313,26 @@ def _batch_table(
     fresh: Mapping[str, pd.DataFrame],
     directory: Path,
 ) -> pd.DataFrame:
-    """Every patch row of the batch's shards, in acc_anon order: the saved rows of the
-    shards kept, the new rows of the others."""
+    """Every patch row of the batch's shards with its `shard`, in acc_anon order: the
+    saved rows of the shards kept, the new rows of the others."""
+    import numpy as np
     import pandas as pd
 
     saved = state.rows()
-    by_shard = dict(iter(saved.groupby("shard", sort=False)))
-    parts = [
-        fresh[acc] if acc in fresh else by_shard.get(str(directory / f"{acc}.h5"))
-        for acc in sorted(entries)
-    ]
-    parts = [part for part in parts if part is not None and len(part)]
-    return pd.concat(parts, ignore_index=True) if parts else saved.iloc[0:0]
+    by_shard = dict(iter(saved.drop(columns="shard").groupby(saved["shard"], sort=False)))
+    shards, parts = [], []
+    for acc in sorted(entries):
+        shard = str(directory / f"{acc}.h5")
+        part = fresh[acc] if acc in fresh else by_shard.get(shard)
+        if part is not None and len(part):
+            shards.append(shard)
+            parts.append(part)
+    if not parts:
+        return saved.iloc[0:0]
+    table = pd.concat(parts, ignore_index=True)
+    lengths = [len(part) for part in parts]
+    table.insert(0, "shard", pd.array(np.repeat(shards, lengths), dtype="str"))
+    return table
 
 
 def _write_record(
