@@ -96,6 +96,8 @@ def extract_exam_shard(
 
 def _unavailable(rejections: pd.DataFrame) -> int:
     """Images the object store failed to serve (tried again at the next run)."""
+    if not len(rejections):
+        return 0
     return int((rejections["reason"] == RoiReason.IMAGE_UNAVAILABLE).sum())
 
 
@@ -175,7 +177,7 @@ def _entry(
         "spec_hash": spec_hash(spec_json),
         "config_hash": settings_hash,
         "shard_stamp": _file_stamp(shard),
-        "unavailable_images": _unavailable(rejections) if len(rejections) else 0,
+        "unavailable_images": _unavailable(rejections),
         "n_patches": len(info),
         "rejections": json.loads(rejections.to_json(orient="records")) if len(rejections) else [],
     }
@@ -276,7 +278,8 @@ def extract_batch(
             counts["current"] += 1
             continue
         try:
-            if entry is None and shard_is_current(shard, spec_json, settings_json):
+            known = entry is not None or not shard.exists()
+            if not known and shard_is_current(shard, spec_json, settings_json):
                 from embedpatch.shards import read_shard_tables
 
                 info, rejections, _ = read_shard_tables(shard)
