@@ -136,3 +136,10 @@ def test_the_chosen_images_without_rois_get_negatives(tmp_path):
         for image in json.loads(spec)["images"]
     }
     assert negatives == {"a/1.dcm": 1, "b/1.dcm": 1}  # a/2.dcm has no ROI, c/1.dcm refused
+
+
+def test_a_job_without_published_specifications_says_so(tmp_path, caplog):
+    inputs = stage2_tables(tmp_path)
+    batch = next(iter(load_exam_batches(inputs)))
+    job_batch_specs(inputs, batch, tmp_path / "nothing published")
+    assert f"no published specifications for {batch}" in caplog.text
