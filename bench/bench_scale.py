@@ -259,13 +259,13 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
         job = ["--target-jobs", target, "--allowed-rules", "extract_patches", "--cores", "1",
                "--mode", "remote", "--force", "--nolock"]  # fmt: skip
         step("job", *job)
-        key = workdir / "results/patches/specs/key"
-        published = key.read_text()
-        key.unlink()
+        published = workdir / "results/patches/specs"
+        hidden = published.with_name("specs.hidden")
+        published.rename(hidden)
         try:
             step("job_unpublished", *job)
         finally:
-            key.write_text(published)
+            hidden.rename(published)
     result["shards"] = len(list((workdir / "results/patches").glob("*.h5")))
     saved.write_text(json.dumps(result, indent=2) + "\n")
     return result

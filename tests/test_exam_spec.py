@@ -112,17 +112,18 @@ def test_a_batch_job_reads_only_its_published_specifications(tmp_path):
     batches = load_exam_batches(inputs)
     assert publish_batch_specs(inputs, folder)
     assert not publish_batch_specs(inputs, folder)  # same tables: nothing written again
-    assert sorted(path.stem for path in folder.glob("*.json")) == sorted(batches)
+    (published,) = folder.iterdir()
+    assert sorted(path.stem for path in published.glob("*.json")) == sorted(batches)
     for batch, specs in batches.items():
         assert job_batch_specs(inputs, batch, folder) == specs
-        assert json.loads((folder / f"{batch}.json").read_text()) == specs
-    # A file that is not the published one is never read in place of the tables.
+    # The job reads the published file, not the tables.
     batch = next(iter(batches))
-    (folder / f"{batch}.json").write_text("{}")
-    assert job_batch_specs(inputs, batch, folder) == {}  # read, as published
-    os.utime(inputs.rois, ns=(1, 1))  # a new version of the ROI table: key no longer matches
+    (published / f"{batch}.json").write_text("{}")
+    assert job_batch_specs(inputs, batch, folder) == {}
+    os.utime(inputs.rois, ns=(1, 1))  # a new version of the ROI table: another key
     assert job_batch_specs(inputs, batch, folder) == batches[batch]
     assert publish_batch_specs(inputs, folder)
+    assert [path.name for path in folder.iterdir()] == [inputs.key()]  # the old one removed
     assert job_batch_specs(inputs, batch, folder) == batches[batch]
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -30,7 +32,6 @@ from typing import Any
 
 import pandas as pd
 
-from embedpatch.atomic import atomic_output
 from embedpatch.batches import group_into_batches
 from embedpatch.config import negative_choice, negatives_per_image
 from embedpatch.geometry import Box, mirror_box_x
@@ -193,42 +194,43 @@ def load_exam_batches(inputs: SpecInputs) -> dict[str, dict[str, str]]:
 
 # ---- one batch's specifications for its own job -----------------------------------------
 
-KEY_FILE = "key"
-
 
 def publish_batch_specs(inputs: SpecInputs, folder: str | Path) -> bool:
-    """Write each batch's specifications to `folder`/<batch>.json, once per version of the
-    inputs (the file `key` names it), so that a batch job reads only its own; whether
-    they were written. Files of batches that no longer exist are removed."""
+    """Write each batch's specifications to `folder`/<key>/<batch>.json, once per version
+    of the inputs (`SpecInputs.key`), so that a batch job reads only its own; whether
+    they were written. The files are written into a temporary folder renamed into place
+    when complete; other versions' folders are removed."""
     folder, key = Path(folder), inputs.key()
-    key_file = folder / KEY_FILE
-    if key_file.is_file() and key_file.read_text() == key:
+    if (folder / key).is_dir():
         return False
-    folder.mkdir(parents=True, exist_ok=True)
-    key_file.unlink(missing_ok=True)  # the files below are not this version's until it is back
     batches = load_exam_batches(inputs)
-    for path in folder.glob("*.json"):
-        if path.stem not in batches:
-            path.unlink()
-    for batch, specs in batches.items():
-        _write_text(folder / f"{batch}.json", json.dumps(specs, separators=(",", ":")))
-    _write_text(key_file, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=".publishing-", dir=folder))
+    try:
+        for batch, specs in batches.items():
+            (temporary / f"{batch}.json").write_text(json.dumps(specs, separators=(",", ":")))
+        temporary.rename(folder / key)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not (folder / key).is_dir():  # another process published the same version
+            raise
+    for other in folder.iterdir():
+        if other.name == key:
+            continue
+        if other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+        else:
+            other.unlink(missing_ok=True)
     return True
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_text(text)
 
 
 def job_batch_specs(inputs: SpecInputs, batch: str, folder: str | Path) -> dict[str, str]:
     """One batch's specifications, as `load_exam_batches(inputs)[batch]` gives them: read
     from the file `publish_batch_specs` wrote for this version of the inputs, or built
     from the tables when there is none (then every exam's specification is built)."""
-    folder = Path(folder)
-    key_file = folder / KEY_FILE
-    if key_file.is_file() and key_file.read_text() == inputs.key():
-        path = folder / f"{batch}.json"
+    published = Path(folder) / inputs.key()
+    if published.is_dir():
+        path = published / f"{batch}.json"
         return json.loads(path.read_text()) if path.is_file() else {}
     log.warning("no published specifications for %s: building every exam's", batch)
     return load_exam_batches(inputs).get(batch, {})
