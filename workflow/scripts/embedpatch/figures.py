@@ -385,13 +385,14 @@ def balance_figure(manifest: pd.DataFrame) -> Figure:
         ax.invert_yaxis()
         _count_axis(ax, counts.to_numpy().ravel(), 1.25)
         ax.set_title(f"patches by {name}")
-        ax.legend(loc="lower right")
     sources = negative_sources(manifest)
     bars = axes[3].barh(list(sources), list(sources.values()), color=LABEL_COLORS["negative"])
     axes[3].bar_label(bars, [f"{n:,}" for n in sources.values()], padding=3)
     axes[3].invert_yaxis()
     _count_axis(axes[3], sources.values(), 1.25)
     axes[3].set_title("images giving negative patches")
+    handles = [Patch(color=LABEL_COLORS[label], label=f"{label} patches") for label in LABELS]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(LABELS))
     roi, negative = ((manifest["label"] == label).sum() for label in LABELS)
     ratio = f", {negative / roi:.2f} negatives per ROI patch" if roi else ""
     fig.suptitle(f"Patches: {roi:,} ROI, {negative:,} negative{ratio}")
