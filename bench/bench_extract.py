@@ -27,9 +27,10 @@ from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
 from embedpatch.dicom import read_header
-from embedpatch.exam_spec import load_exam_batches
+from embedpatch.exam_spec import SpecInputs, load_exam_batches
 from embedpatch.extract import extract_exam
 from embedpatch.filtering import filter_metadata
+from embedpatch.negative_images import NegativeChoice
 from embedpatch.patch_spec import ExamSpec, ImageSpec, PatchSettings
 from embedpatch.roi_table import run_roi_stage
 from embedpatch.shards import DEFAULT_COMPRESSION, write_shard
@@ -141,15 +142,16 @@ def main() -> None:
     args = parser.parse_args()
     watch = Stopwatch()
     paths = tables(cohort(args.regenerate, watch), watch)
-    batches = watch.time(
-        "exam specifications",
-        load_exam_batches,
-        paths["rois"],
-        paths["rejected"],
-        paths["filtered"],
-        args.negatives,
-        1,
+    inputs = SpecInputs(
+        rois=paths["rois"],
+        rejected=paths["rejected"],
+        filtered=paths["filtered"],
+        negatives_per_image=args.negatives,
+        negative_choice=NegativeChoice(),
+        seed=0,
+        n_batches=1,
     )
+    batches = watch.time("exam specifications", load_exam_batches, inputs)
     specs = {acc: spec for batch in batches.values() for acc, spec in batch.items()}
     settings = PatchSettings.from_dict(SETTINGS)
     passes = [exam_pass(specs, settings) for _ in range(args.repeats)]

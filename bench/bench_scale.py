@@ -16,11 +16,22 @@ rusage of that child: the maximum over it and the descendants it waited for):
   noop         the same command again: nothing to do
   add_10       the full table (10 exams more): a real run; which batches and shards ran
   noop_after   nothing to do again
+  dryrun_after snakemake -n with every output there
   recheck      --forcerun extract_patches: every batch re-checks its shards (a replaced
                image or a deleted shard is found this way); shards written
+  combine      -f patches_combined.h5: the combined file rebuilt (and Snakemake's start)
+  job          one batch job as a cluster node runs it (--mode remote --target-jobs),
+               every shard current: the overhead of a job (its own Snakemake, reading its
+               batch's published specifications, the re-check, the outputs)
+  job_unpublished  the same without the published specifications (every exam's built in
+               the job: what every job did before they were published)
 
-Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000 10000 50000] [--fresh]
-       [--steps STEP ...] [--report-only]
+--release: instead of the sizes, the table shaped like the public release
+(bench/make_release_cohort.py: 480,000 rows, negatives on 20,000 sampled images without
+ROIs and on the images with ROIs); its `add` step adds the last 1 % of the exams.
+
+Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000 10000 50000] [--release]
+       [--fresh] [--steps STEP ...] [--report-only]
 --steps runs only those steps (in the order above) on the working folder as the last
 run left it, and merges them into the size's saved results, e.g. `--steps recheck`;
 each step expects the folder as the steps before it leave it.
@@ -47,6 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from embedpatch.demo import SOURCE_PREFIX  # noqa: E402
 from make_large_cohort import OUT, make_cohort  # noqa: E402
+from make_release_cohort import ADDED_SHARE, make_release_cohort  # noqa: E402
+from make_release_cohort import OUT as RELEASE_BASE  # noqa: E402
+from make_release_cohort import ROWS as RELEASE_ROWS  # noqa: E402
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SNAKEFILE = str(ROOT / "Snakefile")
@@ -54,7 +68,15 @@ CORES = 2
 ADDED = 10  # exams added for the incremental step
 PER_EXAM_BATCHES = 100_000
 STEPS = ["stages", "parse", "dryrun", "dryrun_per_exam", "run", "noop", "add_10",
-         "noop_after", "recheck"]  # fmt: skip
+         "noop_after", "dryrun_after", "recheck", "combine", "job", "job_unpublished"]  # fmt: skip
+RELEASE_OUT = RELEASE_BASE / str(RELEASE_ROWS)
+RELEASE_ADDED = ADDED_SHARE  # share of the release-shaped table's exams its add step adds
+RELEASE_PATCHES = {
+    "size": 32,
+    "negatives_per_image": 1,
+    "negative_margin": 4,
+    "negative_images": {"with_rois": True, "without_rois": "sample", "sample_count": 20_000},
+}
 
 
 # ---- measuring one subprocess ----------------------------------------------------------
@@ -132,14 +154,16 @@ def ran_rules(log: Path) -> dict[str, int]:
 # ---- one size --------------------------------------------------------------------------
 
 
-def write_config(cohort: Path, workdir: Path, batches: int | None = None) -> Path:
+def write_config(
+    cohort: Path, workdir: Path, batches: int | None = None, patches: dict | None = None
+) -> Path:
     config = {
         "metadata": str(workdir / "metadata.csv"),
         "clinical": None,
         "dicom_root": str(cohort / "images"),
         "path_rewrite": [{"from": SOURCE_PREFIX, "to": f"{cohort / 'images'}/"}],
         "results": "results",
-        "patches": {"size": 32, "negatives_per_image": 0},
+        "patches": dict(patches or {"size": 32, "negatives_per_image": 0}),
     }
     if batches is not None:
         config["patches"]["batches"] = batches
@@ -164,24 +188,34 @@ def write_table(cohort: Path, workdir: Path, leave_out: int) -> list[str]:
     return [exam for exam in exams if exam not in before and exam not in left_out]
 
 
+def first_batch(workdir: Path) -> str:
+    """The first batch of the run (the job steps run it)."""
+    return sorted((workdir / "results/patches/batches").glob("b*.json"))[0].stem
+
+
 def shards_written_since(workdir: Path, since: float) -> int:
     return sum(path.stat().st_mtime > since for path in (workdir / "results/patches").glob("*.h5"))
 
 
-def bench_size(n: int, args: argparse.Namespace) -> dict:
-    cohort = make_cohort(n)
+def bench_size(n: int | None, args: argparse.Namespace) -> dict:
+    """One cohort's steps: `n` exams of make_large_cohort, or (None) the release-shaped table."""
+    release = n is None
+    cohort = make_release_cohort() if release else make_cohort(n)
     workdir = cohort / "batched"
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(exist_ok=True)
-    configfile = write_config(cohort, workdir)
-    per_exam_config = write_config(cohort, workdir, PER_EXAM_BATCHES)
+    patches = RELEASE_PATCHES if release else None
+    configfile = write_config(cohort, workdir, patches=patches)
+    per_exam_config = write_config(cohort, workdir, PER_EXAM_BATCHES, patches)
     logs = cohort / "logs_batched"
     logs.mkdir(exist_ok=True)
     info = json.loads((cohort / "cohort.json").read_text())
+    n = info["n_exams"]
+    added = round(n * RELEASE_ADDED) if release else ADDED
     saved = cohort / "bench.json"
     result: dict = json.loads(saved.read_text()) if saved.exists() and not args.fresh else {}
-    result |= {"n_exams": n, "cohort": info}
+    result |= {"n_exams": n, "cohort": info, "release": release, "added": added}
 
     def step(name: str, *sm_args: str, config: Path = configfile) -> dict:
         if name not in args.steps:
@@ -198,9 +232,9 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
               flush=True)  # fmt: skip
         return record
 
-    print(f"size {n}: {info['n_images']} images, {info['n_rois']} ROIs", flush=True)
+    print(f"{n} exams: {info}", flush=True)
     if "stages" in args.steps:
-        write_table(cohort, workdir, ADDED)
+        write_table(cohort, workdir, added)
     step("stages", "--cores", str(CORES), "results/rois/rois.parquet")
     step("parse", "--list-rules")
     step("dryrun", "-n")
@@ -214,10 +248,24 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         add["added_exams"] = added
         add["shards_written"] = shards_written_since(workdir, start)
     step("noop_after", "--cores", str(CORES))
+    step("dryrun_after", "-n")
     if "recheck" in args.steps:
         start = time.time()
         recheck = step("recheck", "--cores", str(CORES), "--forcerun", "extract_patches")
         recheck["shards_written"] = shards_written_since(workdir, start)
+    step("combine", "--cores", str(CORES), "-f", "results/patches_combined.h5")
+    if {"job", "job_unpublished"} & set(args.steps):
+        target = f"extract_patches:batch={first_batch(workdir)}"
+        job = ["--target-jobs", target, "--allowed-rules", "extract_patches", "--cores", "1",
+               "--mode", "remote", "--force", "--nolock"]  # fmt: skip
+        step("job", *job)
+        published = workdir / "results/patches/specs"
+        hidden = published.with_name("specs.hidden")
+        published.rename(hidden)
+        try:
+            step("job_unpublished", *job)
+        finally:
+            hidden.rename(published)
     result["shards"] = len(list((workdir / "results/patches").glob("*.h5")))
     saved.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -241,11 +289,28 @@ def _extract_jobs(record: dict | None) -> int:
     return (record or {}).get("jobs", {}).get("extract_patches", 0)
 
 
+def job_table(results: list[dict]) -> str:
+    """The steps added for issue 17: dry run with outputs, combined file, one batch job."""
+    lines = [
+        "| exams | dry run, all done | no-op rerun | combined file rebuilt "
+        "| one batch job, published specifications | one batch job, every spec built |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['n_exams']:,}{' (release-shaped)' if r.get('release') else ''} "
+            f"| {_cell(r.get('dryrun_after'))} | {_cell(r.get('noop'))} "
+            f"| {_cell(r.get('combine'))} | {_cell(r.get('job'))} "
+            f"| {_cell(r.get('job_unpublished'))} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| exams | images | parse | dry run, batched (extraction jobs) "
         "| dry run, one job per exam (jobs) | full run | no-op rerun "
-        "| +10 exams: run (batches rerun, shards written) "
+        "| + exams: run (exams added, batches rerun, shards written) "
         "| `-R extract_patches` (shards written) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -253,12 +318,13 @@ def table(results: list[dict]) -> str:
         add = r.get("add_10", {})
         recheck = r.get("recheck", {})
         lines.append(
-            f"| {r['n_exams']:,} | {r['cohort']['n_images']:,} | {_cell(r.get('parse'))} "
+            f"| {r['n_exams']:,} | {r['cohort'].get('n_images', r['cohort'].get('n_rows')):,} "
+            f"| {_cell(r.get('parse'))} "
             f"| {_cell(r.get('dryrun'))} ({_extract_jobs(r.get('dryrun')):,}) "
             f"| {_cell(r.get('dryrun_per_exam'))} ({_extract_jobs(r.get('dryrun_per_exam')):,}) "
             f"| {_cell(r.get('run'))} | {_cell(r.get('noop'))} "
-            f"| {_cell(add)} ({add.get('ran', {}).get('extract_patches', 0)}, "
-            f"{add.get('shards_written', 0)}) "
+            f"| {_cell(add)} ({r.get('added', ADDED):,}, "
+            f"{add.get('ran', {}).get('extract_patches', 0)}, {add.get('shards_written', 0)}) "
             f"| {_cell(recheck)} ({recheck.get('shards_written', 0)}) |"
         )
     return "\n".join(lines)
@@ -267,14 +333,15 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000, 50000])
+    parser.add_argument("--release", action="store_true", help="the release-shaped table")
     parser.add_argument("--timeout", type=float, default=3600, help="per step (s)")
     parser.add_argument("--fresh", action="store_true", help="start from empty working dirs")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     results = []
-    for n in args.sizes:
-        saved = OUT / str(n) / "bench.json"
+    for n in [None] if args.release else args.sizes:
+        saved = (RELEASE_OUT if n is None else OUT / str(n)) / "bench.json"
         if args.report_only:
             if saved.exists():
                 results.append(json.loads(saved.read_text()))
@@ -282,6 +349,7 @@ def main() -> None:
         results.append(bench_size(n, args))
     if results:
         print(table(results))
+        print(job_table(results))
 
 
 if __name__ == "__main__":

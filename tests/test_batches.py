@@ -6,6 +6,7 @@ is read from the files themselves (inode and mtime change on every rewrite).
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 
 from embedpatch.batches import batch_name, group_into_batches
 from embedpatch.demo import SOURCE_PREFIX
-from embedpatch.exam_job import BatchError, extract_batch
-from embedpatch.shards import read_shard_tables
+from embedpatch.exam_job import BatchError, extract_batch, verify_shards
+from embedpatch.shards import read_shard_tables, shard_is_complete
 
 SETTINGS = json.dumps(
     {
@@ -166,8 +167,12 @@ def test_an_image_newer_than_its_shard_rewrites_that_shard(batch):
     touched = sorted(specs)[0]
     image = json.loads(specs[touched])["images"][0]["dicom_path"]
     later = before[touched][1] + 10**9
+    original = Path(image).stat()
     os.utime(image, ns=(later, later))
-    run_batch(specs, folder)
+    try:
+        run_batch(specs, folder)
+    finally:  # the demo images are shared with later tests
+        os.utime(image, ns=(original.st_atime_ns, original.st_mtime_ns))
     after = stamps(folder)
     assert {acc for acc in specs if after[acc] != before[acc]} == {touched}
 
@@ -203,3 +208,50 @@ def test_an_exam_of_another_batch_is_refused(flat_images, tmp_path):
             str(tmp_path / "b0.parquet"),
             2,
         )
+
+
+def damage_in_place(path: Path) -> None:
+    """Overwrite the shard's HDF5 superblock, keeping its size and modification time."""
+    stat = path.stat()
+    with open(path, "r+b") as file:
+        file.write(b"\0" * 64)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_recheck_decides_from_the_batch_state_without_opening_shards(batch):
+    specs, folder = batch
+    damaged = sorted(specs)[0]
+    damage_in_place(folder / f"{damaged}.h5")
+    before = stamps(folder)
+    # Same size and time: the re-check keeps it, which it could not if it opened it.
+    assert run_batch(specs, folder) == {"extracted": 0, "current": 3, "failed": 0, "removed": 0}
+    assert stamps(folder) == before
+    assert not shard_is_complete(folder / f"{damaged}.h5")
+    # The batch table is whole all the same: the rows come from the state.
+    assert len(pd.read_parquet(folder / "batches/b0.parquet")) == 3
+    # Verifying opens every shard: it finds the damaged one and deletes it, and the
+    # next re-check rewrites it.
+    assert verify_shards(str(folder)) == [str(folder / f"{damaged}.h5")]
+    assert run_batch(specs, folder)["extracted"] == 1
+    assert shard_is_complete(folder / f"{damaged}.h5")
+
+
+def test_a_truncated_or_deleted_shard_is_rewritten(batch):
+    specs, folder = batch
+    truncated, deleted = sorted(specs)[:2]
+    with open(folder / f"{truncated}.h5", "r+b") as file:
+        file.truncate(1000)
+    (folder / f"{deleted}.h5").unlink()
+    assert run_batch(specs, folder)["extracted"] == 2
+    assert all(shard_is_complete(folder / f"{acc}.h5") for acc in specs)
+
+
+def test_without_a_state_the_shards_are_opened_and_kept(batch):
+    specs, folder = batch
+    table = pd.read_parquet(folder / "batches/b0.parquet")
+    shutil.rmtree(folder / "state")
+    before = stamps(folder)
+    assert run_batch(specs, folder)["current"] == 3
+    assert stamps(folder) == before
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "batches/b0.parquet"), table)
+    assert (folder / "state/b0.json").is_file()

@@ -16,6 +16,7 @@ from embedpatch.dataset import PatchDataset
 from embedpatch.shards import (
     ExamPatches,
     LossyCastError,
+    ShardError,
     common_dtype,
     read_shard,
     write_shard,
@@ -239,3 +240,28 @@ def test_shards_without_a_lossless_common_dtype_are_refused(results):
     with pytest.raises(LossyCastError, match="int64"):
         combine_shards(str(results / "manifest.parquet"), str(results / "patches_combined.h5"))
     assert not (results / "patches_combined.h5").exists()
+
+
+def test_shapes_come_from_the_manifest_and_a_sample_of_shards_is_opened(results):
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    shards = list(manifest["shard"].unique())
+    assert len(shards) > 3
+    # A shard whose header is gone (size kept) but which is not in the sample: the file
+    # is built from the manifest alone; one opened in the sample is refused.
+    damaged = results / shards[0]
+    with open(damaged, "r+b") as file:
+        file.write(b"\0" * 64)
+    combined = str(results / "patches_combined.h5")
+    assert combine_shards(str(results / "manifest.parquet"), combined, sample=0)["n_shards"] == len(
+        shards
+    )
+    with pytest.raises(ShardError, match="cannot open as HDF5"):
+        combine_shards(str(results / "manifest.parquet"), combined, sample=len(shards))
+
+
+def test_a_missing_shard_is_refused_before_writing(results):
+    manifest = pd.read_parquet(results / "manifest.parquet")
+    (results / manifest["shard"].iloc[-1]).unlink()
+    with pytest.raises(FileNotFoundError, match="1 shards missing"):
+        combine_shards(str(results / "manifest.parquet"), str(results / "combined.h5"), sample=0)
+    assert not (results / "combined.h5").exists()

@@ -1,10 +1,20 @@
 """Per-exam specifications: canonical, complete, and unchanged by row order."""
 
 import json
+import os
+from dataclasses import replace
 
 import pandas as pd
 
-from embedpatch.exam_spec import build_exam_specs, negative_candidates
+from embedpatch.exam_spec import (
+    SpecInputs,
+    build_exam_specs,
+    job_batch_specs,
+    load_exam_batches,
+    negative_candidates,
+    publish_batch_specs,
+)
+from embedpatch.negative_images import NegativeChoice
 
 
 def image(path: str, acc: int, kind: str = "2D") -> dict:
@@ -84,3 +94,58 @@ def test_images_with_refused_rois_give_no_negatives():
         pd.concat([IMAGES, pd.DataFrame([image("d.dcm", 7, "3D")])]), rejected
     )
     assert list(candidates["anon_dicom_path"]) == ["a/1.dcm", "c/1.dcm"]
+
+
+def stage2_tables(folder) -> SpecInputs:
+    """rois / rejected / filtered parquet files of the tables above, as a run leaves them."""
+    paths = {name: str(folder / f"{name}.parquet") for name in ("rois", "rejected", "filtered")}
+    ROIS.to_parquet(paths["rois"])
+    pd.DataFrame({"anon_dicom_path": ["c/1.dcm"]}).to_parquet(paths["rejected"])
+    pd.concat([IMAGES, ROIS[IMAGES.columns]]).drop_duplicates().to_parquet(paths["filtered"])
+    return SpecInputs(
+        **paths,
+        negatives_per_image=1,
+        negative_choice=NegativeChoice(),
+        seed=0,
+        n_batches=3,
+    )
+
+
+def test_a_batch_job_reads_only_its_published_specifications(tmp_path):
+    inputs = stage2_tables(tmp_path)
+    folder = tmp_path / "specs"
+    batches = load_exam_batches(inputs)
+    assert publish_batch_specs(inputs, folder)
+    assert not publish_batch_specs(inputs, folder)  # same tables: nothing written again
+    (published,) = folder.iterdir()
+    assert sorted(path.stem for path in published.glob("*.json")) == sorted(batches)
+    for batch, specs in batches.items():
+        assert job_batch_specs(inputs, batch, folder) == specs
+    # The job reads the published file, not the tables.
+    batch = next(iter(batches))
+    (published / f"{batch}.json").write_text("{}")
+    assert job_batch_specs(inputs, batch, folder) == {}
+    os.utime(inputs.rois, ns=(1, 1))  # a new version of the ROI table: another key
+    assert job_batch_specs(inputs, batch, folder) == batches[batch]
+    assert publish_batch_specs(inputs, folder)
+    assert [path.name for path in folder.iterdir()] == [inputs.key()]  # the old one removed
+    assert job_batch_specs(inputs, batch, folder) == batches[batch]
+
+
+def test_the_chosen_images_without_rois_get_negatives(tmp_path):
+    inputs = stage2_tables(tmp_path)
+    only_rois = replace(inputs, negative_choice=NegativeChoice(without_rois="none"))
+    specs = {a: s for b in load_exam_batches(only_rois).values() for a, s in b.items()}
+    negatives = {
+        image["anon_dicom_path"]: image["negatives"]
+        for spec in specs.values()
+        for image in json.loads(spec)["images"]
+    }
+    assert negatives == {"a/1.dcm": 1, "b/1.dcm": 1}  # a/2.dcm has no ROI, c/1.dcm refused
+
+
+def test_a_job_without_published_specifications_says_so(tmp_path, caplog):
+    inputs = stage2_tables(tmp_path)
+    batch = next(iter(load_exam_batches(inputs)))
+    job_batch_specs(inputs, batch, tmp_path / "nothing published")
+    assert f"no published specifications for {batch}" in caplog.text

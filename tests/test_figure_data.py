@@ -9,12 +9,15 @@ import pytest
 
 from embedpatch.dicom import ImageHeader
 from embedpatch.figure_data import (
+    MISSING,
     content_mask,
     context_window,
     dbt_frame_stats,
     extracted_rois,
     gallery_rows,
     interleaved_sample,
+    label_counts,
+    negative_sources,
     normalized_centres,
     overlay_2d_rois,
     overlay_dbt_roi,
@@ -337,3 +340,20 @@ def test_only_images_extraction_read_are_drawn_and_flips_are_sampled():
     shown, total = suspect_flip_sample(rois)
     assert total == 2 and len(shown) == 2
     assert shown.equals(suspect_flip_sample(rois)[0])
+
+
+def test_the_balance_counts_patches_by_label_and_the_images_negatives_came_from():
+    manifest = pd.DataFrame(
+        {
+            "anon_dicom_path": ["a", "a", "a", "b", "b", "c"],
+            "label": ["roi", "roi", "negative", "negative", "negative", "roi"],
+            "ViewPosition": ["CC", "CC", "CC", "MLO", "MLO", None],
+        }
+    )
+    counts = label_counts(manifest, "ViewPosition")
+    assert counts.to_dict("index") == {
+        "CC": {"roi": 2, "negative": 1},
+        "MLO": {"roi": 0, "negative": 2},
+        MISSING: {"roi": 1, "negative": 0},
+    }
+    assert negative_sources(manifest) == {"with ROIs": 1, "without ROIs": 1}

@@ -13,6 +13,7 @@ from matplotlib.image import imread
 from embedpatch.figures import (
     PLOTS,
     RunTables,
+    balance_figure,
     counts_figure,
     dbt_frames_figure,
     rejections_figure,
@@ -40,6 +41,7 @@ def test_table_figures_draw_empty_tables():
         dbt_frames_figure(rois),
         roi_locations_figure(rois),
         counts_figure(filtered),
+        balance_figure(pd.DataFrame(columns=["label", "anon_dicom_path", *filtered.columns])),
     ]
     assert all(isinstance(figure, Figure) for figure in figures)
 

@@ -98,7 +98,13 @@ def baseline(demo_cohort, full_table, roi_exams, tmp_path_factory) -> Path:
         "clinical": str(demo_cohort / "tables/clinical.csv"),
         "dicom_root": str(images),
         "path_rewrite": [{"from": SOURCE_PREFIX, "to": f"{images}/"}],
-        "patches": {"size": 48, "negatives_per_image": 1, "batches": N_BATCHES},
+        "patches": {
+            "size": 48,
+            "negatives_per_image": 1,
+            "batches": N_BATCHES,
+            # Half the images without ROIs, by their hash draw: adding exams moves none.
+            "negative_images": {"without_rois": "sample", "sample_fraction": 0.5},
+        },
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     write_table(full_table[full_table["acc_anon"] != roi_exams[-1]], workdir / "metadata.csv")
@@ -146,6 +152,28 @@ def test_a_new_exam_recomputes_only_that_exam(workdir, full_table, roi_exams):
     assert rewritten(before, shard_stamps(workdir)) == {new}
     manifest = pd.read_parquet(workdir / "results/manifest.parquet")
     assert (manifest["acc_anon"].astype(str) == new).any()
+
+
+def negative_patches(workdir: Path) -> pd.DataFrame:
+    manifest = pd.read_parquet(workdir / "results/manifest.parquet")
+    negatives = manifest[manifest["label"] == "negative"]
+    columns = ["acc_anon", "anon_dicom_path", "patch_y0", "patch_x0"]
+    return negatives[columns].astype(str).sort_values(columns).reset_index(drop=True)
+
+
+def test_a_new_exam_keeps_every_earlier_negative(workdir, full_table, roi_exams):
+    before = negative_patches(workdir)
+    rois = pd.read_parquet(workdir / "results/rois/rois.parquet")["anon_dicom_path"]
+    sampled = set(before["anon_dicom_path"]) - set(rois)
+    assert sampled, "the sample should hold images without ROIs"
+    write_table(full_table, workdir / "metadata.csv")
+    run(workdir)
+    after = negative_patches(workdir)
+    earlier = after[after["acc_anon"] != roi_exams[-1]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(earlier, before)
+    flat = full_table["FinalImageType"].isin(["2D", "cview"])
+    without_rois = flat & ~full_table["anon_dicom_path"].isin(set(rois))
+    assert len(sampled) < without_rois.sum()  # a sample, not every image
 
 
 def test_a_changed_roi_recomputes_only_its_exam(workdir):

@@ -25,7 +25,7 @@ import yaml
 
 from embedpatch.config import extraction_settings, validate_config
 from embedpatch.exam_job import extract_exam_shard
-from embedpatch.exam_spec import load_exam_batches
+from embedpatch.exam_spec import SpecInputs, load_exam_batches
 from embedpatch.shards import shard_is_complete
 from user_mode import check_outputs, clean_rows, set_up_run, snakemake, snakemake_command
 
@@ -141,11 +141,12 @@ def test_every_shard_equals_an_uninterrupted_one(interrupted, tmp_path):
     config = validate_config(yaml.safe_load((workdir / "config.yaml").read_text()))
     rois = workdir / "results/rois"
     batches = load_exam_batches(
-        str(rois / "rois.parquet"),
-        str(rois / "validation_rejected.parquet"),
-        str(workdir / "results/metadata/filtered.parquet"),
-        config["patches"]["negatives_per_image"],
-        config["patches"]["batches"],
+        SpecInputs.from_config(
+            config,
+            str(rois / "rois.parquet"),
+            str(rois / "validation_rejected.parquet"),
+            str(workdir / "results/metadata/filtered.parquet"),
+        )
     )
     specs = {acc: spec for batch in batches.values() for acc, spec in batch.items()}
     shards = sorted((workdir / "results/patches").glob("*.h5"))

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from embedpatch.needed_images import needed_images, write_needed_images
+from embedpatch.negative_images import NegativeChoice, sample_without_rois
 
 BUCKET = "s3://embed/images"
 
@@ -38,3 +39,24 @@ def test_written_one_a_line(tmp_path):
     table.to_parquet(path)
     assert write_needed_images(str(path), str(tmp_path / "needed.txt"), 0) == 2
     assert (tmp_path / "needed.txt").read_text() == f"{BUCKET}/a.dcm\n{BUCKET}/d.dcm\n"
+
+
+def test_a_sample_lists_exactly_the_images_stage_3_samples():
+    names = [f"{number}.dcm" for number in range(60)]
+    table = pd.DataFrame(
+        {
+            "FinalImageType": "2D",
+            "num_ROI": [1] * 5 + [0] * 55,
+            "ROI_coords": ["[[1, 2, 3, 4]]"] * 5 + ["[]"] * 55,
+            "ROI_frames": None,
+            "anon_dicom_path": names,
+            "dicom_path": [f"{BUCKET}/{name}" for name in names],
+            "ImageLateralityFinal": "L",
+            "ViewPosition": "CC",
+        }
+    )
+    choice = NegativeChoice(without_rois="sample", sample_count=7)
+    sampled = sample_without_rois(table.iloc[5:], choice, seed=4)
+    expected = sorted([f"{BUCKET}/{name}" for name in names[:5]] + list(sampled["dicom_path"]))
+    assert needed_images(table, 1, choice, seed=4) == expected
+    assert len(expected) == 12

@@ -140,8 +140,14 @@ def test_exams_are_batched_into_few_slurm_jobs(slurm_run, cluster):
     assert len(batches) == len(records)
     in_batches = set()
     for path in batches.values():
-        in_batches |= set(re.findall(r"batch=(b\d+)", path.read_text()))
+        text = path.read_text()
+        in_batches |= set(re.findall(r"batch=(b\d+)", text))
+        # The job's Snakemake read its batch's published specifications, not every exam's
+        # (it says so when it has to build them all: exam_spec.job_batch_specs).
+        assert "no published specifications" not in text, path
     assert in_batches == {path.stem for path in records}
+    published = slurm_run / "results/patches/specs"
+    assert {path.stem for path in published.glob("b*.json")} == in_batches
     # A batch runs its exams one after another: one CPU, one exam's memory (attempt 1).
     extract = profile()["set-resources"]["extract_patches"]
     memory = eval(str(extract["mem_mb"]), {"attempt": 1})

@@ -55,25 +55,38 @@ EXTRACTION_SETTINGS = extraction_settings(config)
 
 
 N_BATCHES = config["patches"]["batches"]
+# Each batch's specifications, written by the main process for its jobs (exam_spec).
+SPEC_DIR = f"{RESULTS}/patches/specs"
+
+
+def spec_inputs():
+    """What the exams' specifications are built from (after stage 2)."""
+    # Imported here, not at the top: it brings pandas, and every job parses this file.
+    from embedpatch.exam_spec import SpecInputs
+
+    stage2 = checkpoints.validate_rois.get().output
+    filtered = f"{RESULTS}/metadata/filtered.parquet"
+    return SpecInputs.from_config(config, stage2.accepted, stage2.rejected, filtered)
 
 
 def exam_batches():
-    """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2)."""
-    # Imported here, not at the top: it brings pandas, and every job parses this file.
-    from embedpatch.exam_spec import load_exam_batches
+    """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2);
+    the main process also publishes each batch's specifications for its job."""
+    from embedpatch.exam_spec import load_exam_batches, publish_batch_specs
 
-    stage2 = checkpoints.validate_rois.get().output
-    return load_exam_batches(
-        stage2.accepted,
-        stage2.rejected,
-        f"{RESULTS}/metadata/filtered.parquet",
-        NEGATIVES_PER_IMAGE,
-        N_BATCHES,
-    )
+    inputs = spec_inputs()
+    publish_batch_specs(inputs, SPEC_DIR)
+    return load_exam_batches(inputs)
 
 
 def batch_specs(wildcards):
-    return exam_batches()[wildcards.batch]
+    """A batch's specifications: a batch job (its own Snakemake process, e.g. on a
+    cluster node) reads only its batch's file, not every exam's specification."""
+    if workflow.is_main_process:
+        return exam_batches()[wildcards.batch]
+    from embedpatch.exam_spec import job_batch_specs
+
+    return job_batch_specs(spec_inputs(), wildcards.batch, SPEC_DIR)
 
 
 def batch_outputs(wildcards):

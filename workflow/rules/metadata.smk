@@ -51,5 +51,7 @@ rule list_needed_images:
         "../../envs/rois.yaml"
     params:
         negatives_per_image=NEGATIVES_PER_IMAGE,
+        negative_images=config["patches"]["negative_images"],
+        seed=config["patches"]["seed"],
     script:
         "../scripts/list_needed_images.py"

@@ -51,3 +51,21 @@ rule collect_patches:
         mem_mb=2000,
     script:
         "../scripts/collect_patches.py"
+
+
+rule verify_shards:
+    """Not part of `all`: reads every shard whole and deletes the damaged ones (a re-check
+    trusts a shard of the recorded size and time); `snakemake -R extract_patches` then
+    rewrites them. Run it with `snakemake -f verify_shards`."""
+    input:
+        manifest=f"{RESULTS}/manifest.parquet",
+    output:
+        report=f"{RESULTS}/patches/verified.json",
+    log:
+        f"{RESULTS}/logs/verify_shards.log",
+    conda:
+        "../../envs/extract.yaml"
+    params:
+        shard_dir=f"{RESULTS}/patches",
+    script:
+        "../scripts/verify_shards.py"

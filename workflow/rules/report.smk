@@ -17,6 +17,7 @@ FIGURES = {
         "roi_locations": "2. ROIs",
     },
     "plot_images": {
+        "balance": "3. Patches",
         "patch_gallery": "3. Patches",
         "overlay_2d": "4. ROIs on images",
         "overlay_dbt": "4. ROIs on images",

@@ -2,6 +2,7 @@
 
 from embedpatch.logs import run_logged
 from embedpatch.needed_images import write_needed_images
+from embedpatch.negative_images import NegativeChoice
 
 run_logged(
     snakemake.log[0],
@@ -9,4 +10,6 @@ run_logged(
     filtered_path=snakemake.input.filtered,
     out_path=snakemake.output.images,
     negatives_per_image=snakemake.params.negatives_per_image,
+    choice=NegativeChoice.from_config(snakemake.params.negative_images),
+    seed=snakemake.params.seed,
 )

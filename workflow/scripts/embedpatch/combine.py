@@ -16,6 +16,12 @@ Layout of `patches_combined.h5` (written beside the manifest):
   order); row i describes patches[i]. int64, UTF-8 text ("" for missing), and float64
   for numbers with missing values (NaN), e.g. clin_path_severity_min.
 - attributes n_patches, n_shards.
+The shape and dtype of each shard's `patches` come from the manifest (its rows of that
+shard, their `patch_size` and `dtype`), which the batch jobs built from what they wrote
+and checked: no shard is opened for them. Every shard must exist, and a seeded sample
+of SAMPLE_SHARDS of them is opened and compared with the manifest, so a manifest that
+no longer describes its shards is refused; rebuilding the file at 50,000 shards takes
+seconds rather than a minute of opening files.
 Source files are named relative to the combined file's folder ("patches/<acc>.h5");
 HDF5 resolves such names against the folder of the file holding the virtual dataset,
 so the results folder can be moved or copied whole.
@@ -34,6 +40,7 @@ import json
 import logging
 import os
 import resource
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +49,13 @@ import numpy as np
 import pandas as pd
 
 from embedpatch.atomic import atomic_output
-from embedpatch.shards import column_data, common_dtype, dtype_name, open_shard
+from embedpatch.shards import column_data, common_dtype, dtype_name, open_shard, patches_dtype
 
 log = logging.getLogger(__name__)
 
 ORDER = ["shard", "index"]
+SAMPLE_SHARDS = 64
+"""Shards `combine_shards` opens to check them against the manifest (all, when fewer)."""
 SPARE_FILES = 64
 """File descriptors `open_combined` keeps free beside one per shard."""
 
@@ -59,54 +68,101 @@ def _column(values: pd.Series) -> tuple[np.ndarray, Any]:
     return column_data(values)
 
 
-def _patches_shape(shard: Path, rows: pd.DataFrame) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of the `patches` of `shard`, after checking the manifest lists each
-    of its patches once, in order, with that dtype."""
-    with open_shard(shard) as file:
-        patches = file["patches"]
-        shape, dtype = patches.shape, patches.dtype
-    if not np.array_equal(rows["index"].to_numpy(np.int64), np.arange(shape[0])):
-        raise ValueError(f"{shard}: manifest rows are not its patches 0..{shape[0] - 1}")
-    listed = set(rows["dtype"]) if "dtype" in rows else {dtype_name(dtype)}
-    if listed != {dtype_name(dtype)}:
-        raise ValueError(f"{shard}: patches of dtype {dtype}, the manifest says {sorted(listed)}")
-    return shape, dtype
+@dataclass(frozen=True)
+class _Source:
+    """One shard's whole `patches`, as the manifest describes it."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    dtype: np.dtype
 
 
-def _layout(manifest: pd.DataFrame, results: Path, folder: Path) -> h5py.VirtualLayout:
-    """The virtual `patches` of the sorted manifest's shards, sources relative to `folder`.
-
-    Every shard is opened and closed before the first source is made: a VirtualSource
-    holds an HDF5 dataspace until it is freed, and closing a file makes h5py scan every
-    open HDF5 object, so keeping sources while opening shards is quadratic (22 s for
-    8,000 shards, over 12 minutes for 50,000).
-    """
-    shards = [
-        (results / shard, *_patches_shape(results / shard, rows))
-        for shard, rows in manifest.groupby("shard", sort=False)
+def _described_sources(manifest: pd.DataFrame, results: Path) -> list[_Source]:
+    """Each shard of the sorted manifest with the shape and dtype its rows give it (no
+    file opened), after checking it lists each of its patches once, in order, in one
+    dtype. A manifest without the `dtype` column (older runs) gets it from the shards."""
+    if "dtype" not in manifest:
+        stored = {shard: patches_dtype(results / shard) for shard in manifest["shard"].unique()}
+        manifest = manifest.assign(dtype=manifest["shard"].map(stored))
+    shards = manifest["shard"].to_numpy(dtype=object)
+    boundary = np.r_[True, shards[1:] != shards[:-1]] if len(shards) else np.zeros(0, bool)
+    starts = np.flatnonzero(boundary)
+    counts = np.diff(np.r_[starts, len(shards)])
+    first = np.repeat(starts, counts)
+    index = manifest["index"].to_numpy(np.int64)
+    dtypes = manifest["dtype"].to_numpy(dtype=object)
+    wrong = np.flatnonzero((index != np.arange(len(index)) - first) | (dtypes != dtypes[first]))
+    if len(wrong):
+        where = results / shards[wrong[0]]
+        raise ValueError(f"{where}: manifest rows are not its patches 0..n-1, of one dtype")
+    sizes = manifest["patch_size"].to_numpy(np.int64)
+    return [
+        _Source(
+            results / shards[start],
+            (int(count), int(sizes[start]), int(sizes[start])),
+            np.dtype(dtypes[start]),
+        )
+        for start, count in zip(starts, counts, strict=True)
     ]
-    sizes = {shape[1:] for _, shape, _ in shards}
+
+
+def _check_sources(sources: list[_Source], sample: int, seed: int) -> None:
+    """That every shard exists, and that a seeded sample of them, opened, holds `patches`
+    of the shape and dtype the manifest gives (the batch jobs checked each shard they
+    wrote or kept; this catches a manifest or folder that no longer matches them)."""
+    missing = [source.path for source in sources if not source.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shards missing, e.g. {missing[0]}")
+    chosen = np.random.default_rng(seed).permutation(len(sources))[:sample]
+    for source in (sources[int(position)] for position in sorted(chosen)):
+        with open_shard(source.path) as file:
+            patches = file["patches"]
+            shape, dtype = patches.shape, patches.dtype
+        if shape != source.shape:
+            raise ValueError(
+                f"{source.path}: patches of shape {shape}, the manifest says {source.shape} "
+                "(manifest rows are not its patches)"
+            )
+        if dtype_name(dtype) != dtype_name(source.dtype):
+            raise ValueError(
+                f"{source.path}: patches of dtype {dtype}, the manifest says {source.dtype}"
+            )
+
+
+def _layout(manifest: pd.DataFrame, results: Path, folder: Path, sample: int) -> h5py.VirtualLayout:
+    """The virtual `patches` of the sorted manifest's shards, sources relative to `folder`,
+    shapes and dtypes from the manifest (`_check_sources` opens a sample of the shards).
+
+    No VirtualSource is kept while a file is open: closing a file makes h5py scan every
+    open HDF5 object, so that would be quadratic (over 12 minutes for 50,000 shards).
+    """
+    sources = _described_sources(manifest, results)
+    _check_sources(sources, sample, seed=len(sources))
+    sizes = {source.shape[1:] for source in sources}
     if len(sizes) > 1:
         raise ValueError(f"shards of different patch sizes: {sorted(sizes)}")
     size = sizes.pop() if sizes else (0, 0)  # no patch at all
-    dtype = common_dtype(dtype for _, _, dtype in shards) if shards else np.dtype(np.uint16)
+    dtype = common_dtype(s.dtype for s in sources) if sources else np.dtype(np.uint16)
     layout = h5py.VirtualLayout((len(manifest), *size), dtype)
     start = 0
-    for shard, shape, source_dtype in shards:
-        name = Path(os.path.relpath(shard, folder)).as_posix()
-        layout[start : start + shape[0]] = h5py.VirtualSource(
-            name, "patches", shape=shape, dtype=source_dtype
+    for source in sources:
+        name = Path(os.path.relpath(source.path, folder)).as_posix()
+        layout[start : start + source.shape[0]] = h5py.VirtualSource(
+            name, "patches", shape=source.shape, dtype=source.dtype
         )
-        start += shape[0]
+        start += source.shape[0]
     return layout
 
 
-def combine_shards(manifest_path: str, combined_path: str) -> dict[str, int]:
-    """Write the combined file of the manifest's shards (paths relative to its folder)."""
+def combine_shards(
+    manifest_path: str, combined_path: str, sample: int = SAMPLE_SHARDS
+) -> dict[str, int]:
+    """Write the combined file of the manifest's shards (paths relative to its folder),
+    opening only a seeded sample of `sample` shards (module docstring)."""
     results, combined = Path(manifest_path).parent, Path(combined_path)
     manifest = pd.read_parquet(manifest_path, dtype_backend="numpy_nullable")
     manifest = manifest.sort_values(ORDER, kind="stable", ignore_index=True)
-    layout = _layout(manifest, results, combined.parent)
+    layout = _layout(manifest, results, combined.parent, sample)
     summary = {"n_patches": len(manifest), "n_shards": int(manifest["shard"].nunique())}
     with atomic_output(combined) as temporary, h5py.File(temporary, "w", locking=False) as file:
         file.create_virtual_dataset("patches", layout)

@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
+from embedpatch.negative_images import NegativeChoice
 from embedpatch.patch_spec import PatchSettings
 
 SCHEMA = "config.schema.yaml"
@@ -67,6 +68,7 @@ def validate_config(config: Mapping[str, Any]) -> dict:
     if error is not None:
         raise ConfigError(f"config key '{_key_of(error)}': {error.message}")
     _check_inputs(filled)
+    _check_negative_images(filled)
     return filled
 
 
@@ -81,6 +83,21 @@ def _check_inputs(config: Mapping[str, Any]) -> None:
             )
     elif config["dicom_root"] is None:
         raise ConfigError("config key 'dicom_root': required when 'metadata' is set")
+
+
+def _check_negative_images(config: Mapping[str, Any]) -> None:
+    section = config["patches"]["negative_images"]
+    given = [key for key in ("sample_count", "sample_fraction") if section[key] is not None]
+    key = "patches.negative_images"
+    if section["without_rois"] == "sample" and len(given) != 1:
+        raise ConfigError(
+            f"config key '{key}.without_rois': sample needs exactly one of sample_count, "
+            f"sample_fraction (given: {given or 'neither'})"
+        )
+    if section["without_rois"] != "sample" and given:
+        raise ConfigError(f"config key '{key}.{given[0]}': set only with without_rois: sample")
+    if section["clinical"] and not config["filter"]["join_clinical"]:
+        raise ConfigError(f"config key '{key}.clinical': needs filter.join_clinical: true")
 
 
 @dataclass(frozen=True)
@@ -135,11 +152,17 @@ def negatives_per_image(config: Mapping[str, Any]) -> int:
     return DEMO_NEGATIVES_PER_IMAGE if resolve_inputs(config).is_demo else 0
 
 
+def negative_choice(config: Mapping[str, Any]) -> NegativeChoice:
+    """Where negative windows come from (patches.negative_images)."""
+    return NegativeChoice.from_config(config["patches"]["negative_images"])
+
+
 def extraction_settings(config: Mapping[str, Any]) -> str:
     """The settings every extraction job gets (patch_spec.PatchSettings), as canonical JSON:
     a change reruns all exams.
 
-    Left out: negatives_per_image (part of each exam's own specification) and batches
+    Left out: negatives_per_image and negative_images (part of each exam's own
+    specification) and batches
     (which job an exam runs in, not what its shard holds).
     """
     return PatchSettings.settings_json(config["patches"])

@@ -141,6 +141,30 @@ def top_counts(values: pd.Series, top: int = TOP_VALUES) -> pd.Series:
     )
 
 
+# ---- positive / negative balance ----------------------------------------------------------
+
+BALANCE_COLUMNS = {
+    "FinalImageType": "image type",
+    "ViewPosition": "view",
+    "ImageLateralityFinal": "laterality",
+}
+LABELS = ("roi", "negative")
+
+
+def label_counts(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Patches by the values of `column` (rows, commonest first) and label (roi, negative)."""
+    values = manifest[column].astype("object").fillna(MISSING)
+    counts = pd.crosstab(values, manifest["label"]).reindex(columns=list(LABELS), fill_value=0)
+    return counts.loc[counts.sum(axis=1).sort_values(ascending=False, kind="stable").index]
+
+
+def negative_sources(manifest: pd.DataFrame) -> dict[str, int]:
+    """Images that gave negative patches: those that also gave ROI patches, and the others."""
+    negatives = set(manifest.loc[manifest["label"] == "negative", "anon_dicom_path"])
+    with_rois = negatives & set(manifest.loc[manifest["label"] == "roi", "anon_dicom_path"])
+    return {"with ROIs": len(with_rois), "without ROIs": len(negatives - with_rois)}
+
+
 # ---- pixels on display ---------------------------------------------------------------
 
 

@@ -38,7 +38,9 @@ from matplotlib.ticker import MaxNLocator
 from embedpatch.atomic import atomic_output
 from embedpatch.dicom import ImageHeader, ImageReader, read_header
 from embedpatch.figure_data import (
+    BALANCE_COLUMNS,
     COUNT_COLUMNS,
+    LABELS,
     LOCATION_POINTS,
     MISSING,
     SEED,
@@ -50,6 +52,8 @@ from embedpatch.figure_data import (
     extracted_rois,
     gallery_rows,
     image_types_in,
+    label_counts,
+    negative_sources,
     normalized_centres,
     ordered_values,
     overlay_2d_rois,
@@ -362,6 +366,40 @@ def counts_figure(filtered: pd.DataFrame) -> Figure:
         ax.set_title(f"by {name} ({column})")
         ax.set_xlabel("image rows")
     fig.suptitle(f"Image rows kept by the filter: {len(filtered):,}")
+    return fig
+
+
+LABEL_COLORS = {"roi": "#d62728", "negative": "#7f7f7f"}
+
+
+def balance_figure(manifest: pd.DataFrame) -> Figure:
+    """ROI (positive) and negative patches by image type, view and laterality, and the
+    images negatives came from (figure_data.label_counts, negative_sources)."""
+    fig = _figure(12, 6.5)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (column, name) in zip(axes, BALANCE_COLUMNS.items(), strict=False):
+        counts = label_counts(manifest, column)
+        positions = np.arange(len(counts))
+        for offset, label in zip((-0.2, 0.2), LABELS, strict=True):
+            bars = ax.barh(positions + offset, counts[label], 0.4, color=LABEL_COLORS[label],
+                           label=label)  # fmt: skip
+            ax.bar_label(bars, [f"{n:,}" for n in counts[label]], padding=3)
+        ax.set_yticks(positions, [TYPE_LABELS.get(v, v) if column == "FinalImageType" else v
+                                  for v in counts.index])  # fmt: skip
+        ax.invert_yaxis()
+        _count_axis(ax, counts.to_numpy().ravel(), 1.25)
+        ax.set_title(f"patches by {name}")
+    sources = negative_sources(manifest)
+    bars = axes[3].barh(list(sources), list(sources.values()), color=LABEL_COLORS["negative"])
+    axes[3].bar_label(bars, [f"{n:,}" for n in sources.values()], padding=3)
+    axes[3].invert_yaxis()
+    _count_axis(axes[3], sources.values(), 1.25)
+    axes[3].set_title("images giving negative patches")
+    handles = [Patch(color=LABEL_COLORS[label], label=f"{label} patches") for label in LABELS]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(LABELS))
+    roi, negative = ((manifest["label"] == label).sum() for label in LABELS)
+    ratio = f", {negative / roi:.2f} negatives per ROI patch" if roi else ""
+    fig.suptitle(f"Patches: {roi:,} ROI, {negative:,} negative{ratio}")
     return fig
 
 
@@ -762,6 +800,7 @@ PLOTS: dict[str, Callable[[RunTables], Figure]] = {
     "dbt_frames": lambda run: dbt_frames_figure(run.rois),
     "roi_locations": lambda run: roi_locations_figure(run.rois),
     "counts": lambda run: counts_figure(run.filtered),
+    "balance": lambda run: balance_figure(run.manifest),
     "patch_gallery": plot_patch_gallery,
     "overlay_2d": plot_overlay_2d,
     "overlay_dbt": plot_overlay_dbt,

@@ -32,8 +32,8 @@ from embedpatch.vocab import CLINICAL_PREFIX
 log = logging.getLogger(__name__)
 
 
-def _no_patches() -> pd.DataFrame:
-    """A manifest without rows, with the columns and types of one."""
+def no_patches() -> pd.DataFrame:
+    """A manifest (or batch table) without rows, with the columns and types of one."""
     return typed_table([], ["shard", *INFO_COLUMNS], INFO_INT_COLUMNS)
 
 
@@ -46,7 +46,7 @@ def read_shards(shard_paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]
         info.insert(0, "shard", str(path))
         parts.append((info, rejections))
     if not parts:
-        parts = [(_no_patches(), pd.DataFrame())]
+        parts = [(no_patches(), pd.DataFrame())]
     return (
         pd.concat([info for info, _ in parts], ignore_index=True),
         pd.concat([rejected for _, rejected in parts], ignore_index=True),
@@ -135,7 +135,7 @@ def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
 def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
     """The batches' tables of patches as one, each row with its patch `dtype`."""
     tables = [pd.read_parquet(path) for path in table_paths]
-    return _with_dtypes(pd.concat(tables, ignore_index=True)) if tables else _no_patches()
+    return _with_dtypes(pd.concat(tables, ignore_index=True)) if tables else no_patches()
 
 
 def manifest_from_batch_tables(

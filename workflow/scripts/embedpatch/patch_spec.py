@@ -184,7 +184,7 @@ class PatchSettings(_Spec):
     """How patches are cut and stored (the `patches` config section)."""
 
     WHAT: ClassVar[str] = "patch settings"
-    UPSTREAM: ClassVar[tuple[str, ...]] = ("negatives_per_image", "batches")
+    UPSTREAM: ClassVar[tuple[str, ...]] = ("negatives_per_image", "negative_images", "batches")
     """Keys of the config section that decide the specifications or the jobs, not the
     shards' content: accepted by `from_dict` and left out."""
 

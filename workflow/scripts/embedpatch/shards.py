@@ -28,6 +28,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -125,11 +126,15 @@ def typed_table(
 ) -> pd.DataFrame:
     """A table of `records` with exactly `columns`: int64 where listed, strings elsewhere.
 
-    Missing strings (None) become the string dtype's missing value.
+    Missing strings (None) become the string dtype's missing value. Built column by column
+    from plain lists (a pandas `astype` per column costs about 15 times as much, per exam).
     """
-    table = pd.DataFrame(records, columns=list(columns))
-    types = {name: "int64" if name in int_columns else "str" for name in columns}
-    return table.astype(types)
+    ints = set(int_columns)
+    data = {}
+    for name in columns:
+        values = [record.get(name) for record in records]
+        data[name] = np.array(values, np.int64) if name in ints else pd.array(values, dtype="str")
+    return pd.DataFrame(data, columns=list(columns))
 
 
 class LossyCastError(ValueError):
@@ -207,6 +212,7 @@ class Shard(NamedTuple):
     attrs: dict[str, Any]
 
 
+@cache
 def package_versions() -> dict[str, str]:
     """Versions of everything that decides the patches' values or the file's encoding."""
     versions = {}
@@ -226,10 +232,11 @@ def column_data(values: pd.Series) -> tuple[np.ndarray, Any]:
     if pd.api.types.is_integer_dtype(values.dtype):
         return values.to_numpy(np.int64), np.int64
     if pd.api.types.is_string_dtype(values.dtype):
-        text = values.astype(object).where(values.notna(), "")
-        if (text[values.notna()] == "").any():
+        missing = values.isna().to_numpy()
+        text = values.to_numpy(dtype=object, na_value="")
+        if (text[~missing] == "").any():
             raise ValueError(f"column {values.name!r}: '' is reserved for missing strings")
-        return text.to_numpy(object), _STRINGS
+        return text, _STRINGS
     raise TypeError(f"column {values.name!r} has dtype {values.dtype}: only ints and strings")
 
 
