@@ -66,6 +66,6 @@ rule verify_shards:
     conda:
         "../../envs/extract.yaml"
     params:
-        shard_dir=f"{RESULTS}/patches",
+        shard_dir=lambda wildcards, output: os.path.dirname(output.report),
     script:
         "../scripts/verify_shards.py"
