@@ -53,10 +53,12 @@ rule collect_patches:
         "../scripts/collect_patches.py"
 
 
+# A re-check trusts a shard of the recorded size and time; this rule reads every shard
+# whole and deletes the damaged ones, which `snakemake -R extract_patches` then rewrites.
+
+
 rule verify_shards:
-    """Not part of `all`: reads every shard whole and deletes the damaged ones (a re-check
-    trusts a shard of the recorded size and time); `snakemake -R extract_patches` then
-    rewrites them. Run it with `snakemake -f verify_shards`."""
+    """Not part of `all` (snakemake -f verify_shards): every shard read whole, the damaged deleted."""
     input:
         manifest=f"{RESULTS}/manifest.parquet",
     output:
