@@ -146,7 +146,8 @@ def test_exams_are_batched_into_few_slurm_jobs(slurm_run, cluster):
         # (it says so when it has to build them all: exam_spec.job_batch_specs).
         assert "no published specifications" not in text, path
     assert in_batches == {path.stem for path in records}
-    published = slurm_run / "results/patches/specs"
+    # One folder per version of the inputs (exam_spec.publish_batch_specs); one run, one version.
+    (published,) = (slurm_run / "results/patches/specs").iterdir()
     assert {path.stem for path in published.glob("b*.json")} == in_batches
     # A batch runs its exams one after another: one CPU, one exam's memory (attempt 1).
     extract = profile()["set-resources"]["extract_patches"]
