@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from embedpatch.batches import group_into_batches
 from embedpatch.config import negative_choice, negatives_per_image
@@ -43,6 +44,18 @@ log = logging.getLogger(__name__)
 
 IDENTITY = ["acc_anon", "empi_anon"]
 IMAGE_FIELDS = ["anon_dicom_path", "dicom_path", IMAGE_TYPE, LATERALITY, VIEW]
+# What an ROI's specification reads of its rois.parquet row.
+ROI_FIELDS = [
+    "anon_dicom_path", "roi_index", *BOX_COLUMNS, "frames",
+    "suspect_flip", "flip_fixed", "mirror", "rows", "columns",
+]  # fmt: skip
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of `frame`'s `columns` as dicts of Python values, missing ones None
+    (DataFrame.to_dict, through Arrow: 5-10x faster on nullable and list columns)."""
+    values = pa.Table.from_pandas(frame[columns], preserve_index=False).to_pydict()
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
 def _text(value: object) -> str | None:
@@ -101,11 +114,11 @@ def build_exam_specs(
         images = pd.concat([images, negative_images[columns]])
     images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
     rois_by_image: dict[str, list[dict]] = {}
-    for roi in rois.sort_values("roi_index").to_dict("records"):
+    for roi in _records(rois.sort_values("roi_index"), ROI_FIELDS):
         rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
     with_negatives = set(negative_images["anon_dicom_path"]) if negatives_per_image else set()
     exams: dict[int, dict[str, Any]] = {}
-    for image in images.to_dict("records"):
+    for image in _records(images, columns):
         acc_anon = int(image["acc_anon"])
         exam = exams.setdefault(
             acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}
