@@ -20,8 +20,9 @@ def readme_block(heading: str, index: int = 0) -> str:
 
 
 def test_no_project_file_edits_the_module_search_path():
-    files = [*ROOT.glob("*.toml"), ROOT / "Snakefile", ROOT / "Makefile"]
-    for folder in ("workflow", "tests", "bench", ".ci"):
+    # bench/ holds its scripts at the top; bench/out/ is what they generate.
+    files = [*ROOT.glob("*.toml"), ROOT / "Snakefile", ROOT / "Makefile", *ROOT.glob("bench/*.py")]
+    for folder in ("workflow", "tests", ".ci"):
         files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".smk", ".sh"}]
     offenders = [
         f"{path.relative_to(ROOT)}: {line.strip()}"
