@@ -53,7 +53,7 @@ ROI_FIELDS = [
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     """The rows of `frame`'s `columns` as dicts of Python values, missing ones None
-    (DataFrame.to_dict, through Arrow: 5-10x faster on nullable and list columns)."""
+    (DataFrame.to_dict, through Arrow: about 5x faster on nullable and list columns)."""
     values = pa.Table.from_pandas(frame[columns], preserve_index=False).to_pydict()
     return [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
