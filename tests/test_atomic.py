@@ -1,6 +1,7 @@
 """Atomic writes: the final name holds a complete file or nothing."""
 
 import json
+import os
 
 import pytest
 
@@ -40,3 +41,15 @@ def test_write_json_is_indented_with_one_trailing_newline(tmp_path):
     assert text.endswith("}\n") and not text.endswith("\n\n")
     assert json.loads(text) == {"b": 1, "a": [2]}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_folder_is_listed_once_per_process_however_many_files_are_written(tmp_path, monkeypatch):
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda folder: listed.append(folder) or scandir(folder))
+    for number in range(50):
+        write_json(tmp_path / f"{number}.json", number)
+    assert listed == [tmp_path]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        f"{number}.json" for number in range(50)
+    )
