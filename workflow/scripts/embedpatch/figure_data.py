@@ -244,7 +244,9 @@ def gallery_rows(
 def extracted_rois(rois: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     """The accepted ROIs of images extraction read (in the manifest): an image refused since
     validation (gone, or failing to decode) is not drawn."""
-    return rois[rois["anon_dicom_path"].isin(manifest["anon_dicom_path"])]
+    # unique() first: isin on Arrow-backed strings walks its values in Python (1.8 s
+    # against 0.5 s for the 220,000 patch rows of 50,000 exams).
+    return rois[rois["anon_dicom_path"].isin(manifest["anon_dicom_path"].unique())]
 
 
 def overlay_2d_rois(rois: pd.DataFrame) -> pd.DataFrame:

@@ -745,6 +745,11 @@ class RunTables:
     def manifest(self) -> pd.DataFrame:
         return read_columns(self.inputs["manifest"], MANIFEST_COLUMNS)
 
+    @cached_property
+    def extracted_rois(self) -> pd.DataFrame:
+        """The accepted ROIs of images extraction read (figure_data.extracted_rois)."""
+        return extracted_rois(self.rois, self.manifest)
+
 
 def plot_patch_gallery(run: RunTables) -> Figure:
     """The gallery of a seeded sample of ROI patches (every padding) and negatives."""
@@ -769,7 +774,7 @@ def plot_patch_gallery(run: RunTables) -> Figure:
 
 def plot_overlay_2d(run: RunTables) -> Figure:
     """The 2D image with the most accepted ROIs (figure_data.overlay_2d_rois), boxes drawn."""
-    image_rois = overlay_2d_rois(extracted_rois(run.rois, run.manifest))
+    image_rois = overlay_2d_rois(run.extracted_rois)
     if image_rois.empty:
         return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
     frames, header = read_frames(image_rois["dicom_path"].iloc[0], [0])
@@ -778,7 +783,7 @@ def plot_overlay_2d(run: RunTables) -> Figure:
 
 def plot_overlay_dbt(run: RunTables) -> Figure:
     """The DBT ROI listing the most frames, on its frames shown (figure_data.overlay_dbt_roi)."""
-    chosen = overlay_dbt_roi(extracted_rois(run.rois, run.manifest))
+    chosen = overlay_dbt_roi(run.extracted_rois)
     if chosen is None:
         return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
     roi, shown = chosen
@@ -787,7 +792,7 @@ def plot_overlay_dbt(run: RunTables) -> Figure:
 
 def plot_suspect_flips(run: RunTables) -> Figure:
     """A seeded sample of suspect flips (figure_data.suspect_flip_sample), each on its image."""
-    shown, total = suspect_flip_sample(extracted_rois(run.rois, run.manifest))
+    shown, total = suspect_flip_sample(run.extracted_rois)
     cases = [(read_frames(row["dicom_path"], [0])[0][0], row) for _, row in shown.iterrows()]
     return suspect_flip_figure(cases, total)
 

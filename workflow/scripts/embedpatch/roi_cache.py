@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +52,7 @@ def image_identity(location: str) -> str | None:
     try:
         if object_store.is_url(location):
             return object_store.identity(location)
-        status = Path(location).stat()
+        status = os.stat(location)  # noqa: PTH116 (a Path per row: 1.2 s of 4 at 50,000 exams)
     except (OSError, ImageError):
         return None
     return f"{status.st_size}:{status.st_mtime_ns}"
