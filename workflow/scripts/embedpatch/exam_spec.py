@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from embedpatch.allocation import collector_paused
 from embedpatch.batches import group_into_batches
 from embedpatch.config import negative_choice, negatives_per_image
 from embedpatch.geometry import Box, Mirror
@@ -186,10 +187,11 @@ def chosen_negative_images(inputs: SpecInputs) -> pd.DataFrame:
 
 @cache
 def _cached_batches(inputs: SpecInputs, stamp: tuple) -> dict[str, dict[str, str]]:
-    specs = build_exam_specs(
-        _read(inputs.rois), chosen_negative_images(inputs), inputs.negatives_per_image
-    )
-    return group_into_batches(specs, inputs.n_batches)
+    with collector_paused():
+        specs = build_exam_specs(
+            _read(inputs.rois), chosen_negative_images(inputs), inputs.negatives_per_image
+        )
+        return group_into_batches(specs, inputs.n_batches)
 
 
 def load_exam_batches(inputs: SpecInputs) -> dict[str, dict[str, str]]:
