@@ -91,15 +91,22 @@ def all_rejections(validation: pd.DataFrame, extraction: pd.DataFrame) -> pd.Dat
     return pd.concat(parts, ignore_index=True)
 
 
+def _counts(column: pd.Series) -> dict[str, int]:
+    """How often each value occurs, most frequent first (ties in order of appearance).
+    Counted on the column's numpy values: iterating an Arrow-backed column one value at a
+    time took 0.8 s for the 220,000 patches of 50,000 exams."""
+    return dict(Counter(column.to_numpy(dtype=object)).most_common())
+
+
 def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> dict:
     """Counts of patches and rejections, for the summary file and the report."""
     return {
         "shards": n_shards,
         "patches": len(manifest),
-        "patches_by_label": dict(Counter(manifest["label"]).most_common()),
-        "patches_by_padding": dict(Counter(manifest["padding"]).most_common()),
-        "patches_by_image_type": dict(Counter(manifest["FinalImageType"]).most_common()),
-        "rejections_by_stage": dict(Counter(rejected["stage"]).most_common()),
+        "patches_by_label": _counts(manifest["label"]),
+        "patches_by_padding": _counts(manifest["padding"]),
+        "patches_by_image_type": _counts(manifest["FinalImageType"]),
+        "rejections_by_stage": _counts(rejected["stage"]),
         "rois_rejected_by_extraction": int(
             rejected.loc[rejected["stage"] == "extract", "n_rois"].sum()
         ),
