@@ -82,3 +82,15 @@ def test_pip_install_then_the_readme_loader_example_runs_elsewhere(tmp_path, dem
         [python, "-m", "pip", "show", "-f", "embedpatch"], capture_output=True, text=True
     )
     assert "embedpatch/config.schema.yaml" in listed.stdout  # package data shipped
+
+
+def test_parsing_the_workflow_imports_no_dicom_reader():
+    """`embedpatch.dicom` loads its modules on use: the errors alone bring no pydicom."""
+    code = (
+        "import sys, embedpatch.config, embedpatch.object_store, embedpatch.path_preflight\n"
+        "from embedpatch.dicom import ImageError\n"
+        "assert 'pydicom' not in sys.modules, 'pydicom imported'\n"
+        "from embedpatch.dicom import ImageReader\n"
+        "assert 'pydicom' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
