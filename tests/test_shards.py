@@ -1,6 +1,7 @@
 """HDF5 shards: round trips, layout, reproducibility, atomic writes under SIGKILL, truncation."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from embedpatch.shards import (
     SCHEMA_VERSION,
     ExamPatches,
     ShardError,
+    column_data,
     read_shard,
     read_shard_tables,
     shard_is_complete,
@@ -129,10 +131,51 @@ def test_layout_one_patch_per_chunk_with_shuffle(tmp_path):
         patches = file["patches"]
         assert patches.chunks == (1, 32, 32) and patches.maxshape == (None, 32, 32)
         assert patches.compression == "gzip" and patches.shuffle
-        assert set(file["info"]) == set(INFO_COLUMNS)
-        assert file["info/acc_anon"].dtype == np.int64
-        assert h5py.check_string_dtype(file["info/padding"].dtype).encoding == "utf-8"
+        info = file["info"]
+        assert isinstance(info, h5py.Dataset) and info.shape == (3,)
+        assert list(info.dtype.names) == INFO_COLUMNS
+        assert info.dtype["acc_anon"] == np.int64
+        assert h5py.check_string_dtype(info.dtype["padding"]).encoding == "utf-8"
+        assert isinstance(file["rejected"], h5py.Dataset)
+        assert len(file) == 3  # patches, info, rejected: no object per column
         assert file.attrs["complete"]
+
+
+def write_version_2_tables(path: Path) -> None:
+    """Rewrite a shard's tables as schema version 2 kept them: a group of columns each."""
+    info, rejected, _ = read_shard_tables(path)
+    with h5py.File(path, "r+", locking=False) as file:
+        for name, table in (("info", info), ("rejected", rejected)):
+            del file[name]
+            group = file.create_group(name)
+            group.attrs["columns"] = json.dumps(list(table.columns))
+            for column in table.columns:
+                data, dtype = column_data(table[column])
+                group.create_dataset(column, data=data, dtype=dtype)
+        file.attrs["schema_version"] = 2
+
+
+def test_a_version_2_shard_is_still_complete_and_read(tmp_path):
+    exam = make_exam(5, rejected=1)
+    path = tmp_path / "old.h5"
+    write_shard(path, exam, ATTRS)
+    write_version_2_tables(path)
+    with h5py.File(path, "r") as file:
+        assert isinstance(file["info"], h5py.Group)
+    assert shard_is_complete(path)
+    shard = read_shard(path)
+    assert_same_exam(shard, exam)
+    assert shard.attrs["schema_version"] == 2
+
+
+def test_a_shard_of_an_unknown_version_is_refused(tmp_path):
+    path = tmp_path / "future.h5"
+    write_shard(path, make_exam(2), ATTRS)
+    with h5py.File(path, "r+", locking=False) as file:
+        file.attrs["schema_version"] = SCHEMA_VERSION + 1
+    assert not shard_is_complete(path)
+    with pytest.raises(ShardError, match="schema version"):
+        read_shard(path)
 
 
 def test_empty_shard_is_valid(tmp_path):
