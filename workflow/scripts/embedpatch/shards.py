@@ -11,7 +11,7 @@ Layout (SCHEMA_VERSION 3):
   that the manifest, built from the info rows, has it without opening the shards.
   Version 2 kept each table as a group of one dataset per column (its attribute
   "columns" giving their order), 27 HDF5 objects per shard against 2: one image's
-  extraction took 8.1 ms of CPU then, 6.6 ms now (bench/bench_batch_cpu.py). Version 2
+  extraction took 8.1 ms of CPU then, 5.3-6.6 ms now (bench/bench_batch_cpu.py). Version 2
   shards are still read; new shards are written as version 3.
 - file attributes: schema_version, config_hash, config (JSON), compression,
   package_versions (JSON), acc_anon, empi_anon, n_patches, n_roi_patches,
@@ -381,11 +381,16 @@ def complete_shard_attrs(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def _strings(values: np.ndarray) -> pd.Series:
+    """Stored strings (UTF-8 bytes or str, "" for missing) as a string column."""
+    text = pd.Series([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+    return text.where(text != "", None).astype("str")
+
+
 def _read_column(dataset: h5py.Dataset) -> np.ndarray | pd.Series:
     if h5py.check_string_dtype(dataset.dtype) is None:
         return dataset[()]
-    values = pd.Series(dataset.asstr()[()], dtype=object)
-    return values.where(values != "", None).astype("str")
+    return _strings(dataset[()])
 
 
 def read_column_group(group: h5py.Group) -> pd.DataFrame:
@@ -415,12 +420,6 @@ def _complete(path: str | Path) -> Iterator[h5py.File]:
             yield file
         except (OSError, KeyError) as error:  # damaged past the header
             raise ShardError(f"{path}: unreadable shard ({error})") from None
-
-
-def _strings(values: np.ndarray) -> pd.Series:
-    """Stored strings (bytes or str, "" for missing) as a string column."""
-    text = pd.Series([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
-    return text.where(text != "", None).astype("str")
 
 
 def read_table(stored: h5py.Dataset | h5py.Group) -> pd.DataFrame:
