@@ -6,9 +6,14 @@ Everything listens on 127.0.0.1 only. Layout::
 
 `S3Proxy` forwards every request byte-exact (Range, HEAD, PUT, multipart, chunked bodies)
 and records, per request: method, bucket, key, query, Range header, status, response body
-bytes and request body bytes. At run time it can answer errors for chosen keys (503
-SlowDown N times or forever, 403 AccessDenied, any status), delay every response by a
-fixed latency and cap each response body's bandwidth.
+bytes and request body bytes. At run time it can misbehave for chosen keys, N times or
+forever (`Fault.kind`): answer an error status (503 SlowDown, 403 AccessDenied, any
+status), answer another range than the one asked (`shift_range`: the upstream's honest
+Content-Range, the right length), ignore the Range header (`ignore_range`: 200 and the
+whole object), cut the body short and close (`short_body`), reset the connection
+mid-body (`reset`), wait before answering (`delay`), or replace the object upstream
+just before forwarding (`replace`: a re-upload during a read). It can also delay every
+response by a fixed latency and cap each response body's bandwidth.
 
 In-process use (tests)::
 
@@ -33,8 +38,10 @@ until SIGTERM/SIGINT. Its control endpoint, on the proxy's own port:
                           keys left out keep their value; rules replace all rules
     DELETE /_lab/faults   no rules, no latency, no bandwidth cap
 
-A rule is {"key": "bucket/key-or-glob", "status": 503, "times": N or null (forever),
-"methods": ["GET", ...] or null (all), "code": "SlowDown" (default per status)}.
+A rule is {"key": "bucket/key-or-glob", "kind": "status" (default) or another
+`FAULT_KINDS` name, "status": 503, "times": N or null (forever), "skip": N (requests let
+through first), "methods": ["GET", ...] or null (all), "code": "SlowDown" (default per
+status), "shift": bytes (shift_range), "seconds": s (delay)}.
 Bandwidth is in MB/s (10**6 bytes per second), applied to each response body separately.
 """
 
@@ -48,6 +55,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -200,11 +208,25 @@ class MotoServer:
         self.stop()
 
 
+FAULT_KINDS = ("status", "shift_range", "ignore_range", "short_body", "reset", "delay", "replace")
+
+
 @dataclass
 class Fault:
-    """Answer `status` instead of forwarding, for requests whose "bucket/key" matches `key`.
+    """Misbehave (`kind`) for requests whose "bucket/key" matches `key`.
 
-    `key` is an exact name or an fnmatch glob; `times` None means forever.
+    `key` is an exact name or an fnmatch glob; the first `skip` matching requests pass
+    untouched, then `times` are hit (None: forever). Kinds:
+    - status: answer `status` (with an S3 error `code`) instead of forwarding;
+    - shift_range: forward with the Range moved by `shift` bytes (backwards when it would
+      leave the object), so the answer holds other bytes and says so in Content-Range;
+    - ignore_range: forward without the Range header (the whole object, status 200);
+    - short_body: send the headers and half the body, then close the connection;
+    - reset: send the headers and half the body, then reset the connection (RST);
+    - delay: wait `seconds`, then forward;
+    - replace: upload the next of `replacements` (cycled) to the key upstream, then
+      forward: the object changes between a client's HEAD and this request (with
+      `drop_if_match`, forwarded without If-Match: a store that ignores it).
     """
 
     key: str
@@ -212,7 +234,20 @@ class Fault:
     times: int | None = None
     methods: list[str] | None = None
     code: str | None = None
+    kind: str = "status"
+    skip: int = 0
+    shift: int = 4096
+    seconds: float = 0.0
+    replacements: list[bytes] = field(default_factory=list, repr=False)
+    drop_if_match: bool = False
     hits: int = 0
+    seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}: one of {FAULT_KINDS}")
+        if self.kind == "replace" and not self.replacements:
+            raise ValueError("a replace fault needs replacements")
 
     def matches(self, method: str, bucket_key: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -383,10 +418,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if latency:
                 time.sleep(latency / 1000)
-            if fault is not None:
+            if fault is None:
+                self._forward(record, bandwidth)
+            elif fault.kind == "status":
                 self._answer_fault(fault, bucket_key, record)
             else:
-                self._forward(record, bandwidth)
+                record.fault = fault.kind
+                self._misbehave(fault, bucket_key, record, bandwidth)
         except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
             self.close_connection = True
             if record.status == 0:
@@ -415,14 +453,53 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             record.body_bytes = len(body)
 
-    def _forward(self, record: RequestRecord, bandwidth: float | None) -> None:
+    def _misbehave(
+        self, fault: Fault, bucket_key: str, record: RequestRecord, bandwidth: float | None
+    ) -> None:
+        """Forward the request, misbehaving as `fault.kind` says (see Fault)."""
+        headers: dict[str, str | None] = {}
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+        elif fault.kind == "ignore_range":
+            headers["Range"] = None
+        elif fault.kind == "shift_range" and self.headers.get("Range"):
+            headers["Range"] = self._shifted(self.headers["Range"], fault.shift, bucket_key)
+        elif fault.kind == "replace":
+            with self.server.lab._lock:
+                body = fault.replacements[(fault.hits - 1) % len(fault.replacements)]
+            self.server.lab.put_upstream(bucket_key, body)
+            if fault.drop_if_match:
+                headers["If-Match"] = None
+        cut = fault.kind if fault.kind in ("short_body", "reset") else None
+        self._forward(record, bandwidth, headers, cut)
+
+    def _shifted(self, header: str, shift: int, bucket_key: str) -> str:
+        """`bytes=a-b` moved by `shift` bytes, backwards when it would leave the object."""
+        first, last = (int(v) for v in header.removeprefix("bytes=").split("-"))
+        size = self.server.lab.upstream_size(bucket_key)
+        if last + shift >= size:
+            shift = -min(shift, first)
+        return f"bytes={first + shift}-{last + shift}"
+
+    def _forward(
+        self,
+        record: RequestRecord,
+        bandwidth: float | None,
+        replace_headers: dict[str, str | None] | None = None,
+        cut: str | None = None,
+    ) -> None:
         lab = self.server.lab
+        changed = replace_headers or {}
+        replaced = {name.lower() for name in changed}
         upstream = http.client.HTTPConnection(lab.upstream_host, lab.upstream_port, timeout=60)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
             for name, value in self.headers.items():
-                if name.lower() not in HOP_BY_HOP:
+                if name.lower() not in HOP_BY_HOP and name.lower() not in replaced:
+                    upstream.putheader(name, value)
+            for name, value in changed.items():
+                if value is not None:
                     upstream.putheader(name, value)
             if chunked:
                 upstream.putheader("Transfer-Encoding", "chunked")
@@ -433,12 +510,16 @@ class _Handler(BaseHTTPRequestHandler):
             if chunked:
                 upstream.send(b"0\r\n\r\n")
             response = upstream.getresponse()
-            self._relay(response, record, bandwidth)
+            self._relay(response, record, bandwidth, cut)
         finally:
             upstream.close()
 
     def _relay(
-        self, response: http.client.HTTPResponse, record: RequestRecord, bandwidth: float | None
+        self,
+        response: http.client.HTTPResponse,
+        record: RequestRecord,
+        bandwidth: float | None,
+        cut: str | None = None,
     ) -> None:
         headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
         length = response.getheader("Content-Length")
@@ -457,6 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
+        if cut is not None and length is not None:
+            self._cut_short(int(length) // 2, chunks, record, reset=cut == "reset")
+            return
         started = time.monotonic()
         for data in chunks:
             self.wfile.write(data)
@@ -466,6 +550,23 @@ class _Handler(BaseHTTPRequestHandler):
                 if ahead > 0:
                     time.sleep(ahead)
         self.wfile.flush()
+
+    def _cut_short(
+        self, keep: int, chunks: Iterator[bytes], record: RequestRecord, reset: bool
+    ) -> None:
+        """Send `keep` bytes of the body, then close the connection (reset: with an RST)."""
+        for data in chunks:
+            part = data[: keep - record.body_bytes]
+            self.wfile.write(part)
+            record.body_bytes += len(part)
+            if record.body_bytes >= keep:
+                break
+        self.wfile.flush()
+        self.close_connection = True
+        if reset:  # SO_LINGER 0: close() sends an RST instead of a FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR if not reset else socket.SHUT_RDWR)
 
 
 class S3Proxy:
@@ -493,6 +594,7 @@ class S3Proxy:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._in_flight = 0
+        self._client: Any = None  # boto3, for the faults that act on the upstream
         self._server = _LabServer((HOST, port), _Handler)
         self._server.lab = self
         self._thread: threading.Thread | None = None
@@ -531,6 +633,23 @@ class S3Proxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # Upstream ---------------------------------------------------------------------
+    def _upstream_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = boto3_client(self.upstream_url)
+            return self._client
+
+    def put_upstream(self, bucket_key: str, body: bytes) -> None:
+        """Store `body` at "bucket/key" upstream (not recorded)."""
+        bucket, key = bucket_key.split("/", 1)
+        self._upstream_client().put_object(Bucket=bucket, Key=key, Body=body)
+
+    def upstream_size(self, bucket_key: str) -> int:
+        """The size of "bucket/key" upstream (a HEAD, not recorded)."""
+        bucket, key = bucket_key.split("/", 1)
+        return int(self._upstream_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
 
     # Records ----------------------------------------------------------------------
     def _begin(self) -> None:
@@ -592,9 +711,11 @@ class S3Proxy:
         times: int | None = None,
         methods: list[str] | None = None,
         code: str | None = None,
+        **kind: Any,
     ) -> Fault:
-        """Answer `status` for requests to "bucket/key" (or glob) `times` times (None: always)."""
-        fault = Fault(key=key, status=status, times=times, methods=methods, code=code)
+        """Misbehave for requests to "bucket/key" (or glob) `times` times (None: always):
+        answer `status` by default, or as `kind=...` says (Fault's other fields)."""
+        fault = Fault(key=key, status=status, times=times, methods=methods, code=code, **kind)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -622,6 +743,10 @@ class S3Proxy:
                     times=None if rule.get("times") is None else int(rule["times"]),
                     methods=rule.get("methods"),
                     code=rule.get("code"),
+                    kind=str(rule.get("kind", "status")),
+                    skip=int(rule.get("skip", 0)),
+                    shift=int(rule.get("shift", 4096)),
+                    seconds=float(rule.get("seconds", 0.0)),
                 )
                 for rule in rules
             ]
@@ -636,7 +761,10 @@ class S3Proxy:
     def fault_config(self) -> dict:
         """The current rules (with hits so far), latency and bandwidth cap."""
         with self._lock:
-            rules = [asdict(fault) for fault in self.faults]
+            rules = [
+                {k: v for k, v in asdict(fault).items() if k != "replacements"}
+                for fault in self.faults
+            ]
         return {
             "rules": rules,
             "latency_ms": self.latency_ms,
@@ -647,6 +775,9 @@ class S3Proxy:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(method, bucket_key):
+                    fault.seen += 1
+                    if fault.seen <= fault.skip:
+                        continue
                     fault.hits += 1
                     return fault
         return None

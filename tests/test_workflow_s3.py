@@ -151,6 +151,33 @@ def test_image_faults_are_recorded_and_retried_by_rerunning_the_stages(
     pd.testing.assert_frame_equal(again, manifest)
 
 
+def test_an_image_answering_other_ranges_is_refused_and_no_other_shard_changes(
+    tmp_path, s3lab, demo_cohort_s3, local_run
+):
+    """A store that answers every GET of one image with other bytes (shifted
+    Content-Range, right length): that image is refused, never cut from wrong pixels."""
+    manifest = pd.read_parquet(local_run / "manifest.parquet")
+    rois = manifest[manifest["label"] == "roi"]
+    shifted = sorted(rois["anon_dicom_path"].unique())[-1]
+    s3lab.proxy.add_fault(
+        f"*/{shifted.removeprefix(SOURCE_PREFIX)}", kind="shift_range", methods=["GET"]
+    )
+    s3_config(tmp_path, demo_cohort_s3)
+    result = run(tmp_path, lab_env(s3lab), "results/manifest.parquet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rejected = pd.read_parquet(tmp_path / "results/rois/rejected.parquet")
+    refused = rejected[rejected["anon_dicom_path"] == shifted]
+    assert list(refused["reason"]) == ["image_unavailable"]
+    assert "Content-Range" in refused["detail"].iloc[0]
+    got = pd.read_parquet(tmp_path / "results/manifest.parquet")
+    assert shifted not in set(got["anon_dicom_path"])
+    exam_shard = manifest.loc[manifest["anon_dicom_path"] == shifted, "shard"].iloc[0]
+    others = sorted(set(manifest["shard"]) - {exam_shard})
+    assert others and set(others) <= set(got["shard"])
+    for shard in others:
+        assert (tmp_path / "results" / shard).read_bytes() == (local_run / shard).read_bytes()
+
+
 def test_a_wrong_bucket_stops_before_any_job(tmp_path, s3lab, demo_cohort_s3):
     write_config(
         tmp_path,

@@ -31,7 +31,7 @@ from embedpatch.batches import batch_name
 from embedpatch.dicom import ImageError
 from embedpatch.logs import with_progress
 from embedpatch.patch_spec import canonical_json
-from embedpatch.reasons import RoiReason
+from embedpatch.reasons import RETRIED_NEXT_RUN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,10 +96,11 @@ def extract_exam_shard(
 
 
 def _unavailable(rejections: pd.DataFrame) -> int:
-    """Images the object store failed to serve (tried again at the next run)."""
+    """Images the object store failed to serve or that changed while read (tried again at
+    the next run)."""
     if not len(rejections):
         return 0
-    return int((rejections["reason"] == RoiReason.IMAGE_UNAVAILABLE).sum())
+    return int(rejections["reason"].isin(list(RETRIED_NEXT_RUN)).sum())
 
 
 def _modified_ns(location: str) -> int | None:

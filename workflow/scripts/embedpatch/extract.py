@@ -47,6 +47,7 @@ from embedpatch.dicom import (
 from embedpatch.flip_check import tissue_view_mask
 from embedpatch.geometry import Box, window_box
 from embedpatch.negatives import DOWNSAMPLE, negative_rng, negative_windows
+from embedpatch.object_store import reread_if_changed
 from embedpatch.padding import Placement, black_window, cut_patch, tissue_placement
 from embedpatch.patch_spec import ExamSpec, ImageSpec, PatchSettings, RoiSpec
 from embedpatch.reasons import RoiReason
@@ -270,7 +271,8 @@ def extract_exam(
     """Cut every patch of one exam; images that fail become rejections, never exceptions.
 
     With `dicom_root`, an image whose real path (symlinks resolved) is not below it is
-    refused (image_outside_root) before it is opened.
+    refused (image_outside_root) before it is opened. An object replaced while read is
+    cut again from scratch once (image_changed if it changes again).
     """
     arrays: list[np.ndarray] = []
     records: list[dict[str, Any]] = []
@@ -279,7 +281,9 @@ def extract_exam(
         if not (image.rois or image.negatives):
             continue  # nothing to cut: the image is not even opened
         try:
-            patches, image_records = _image_patches(image, settings, dicom_root)
+            patches, image_records = reread_if_changed(
+                partial(_image_patches, image, settings, dicom_root)
+            )
         except ImageError as error:
             rejections.append(_rejection(spec, image, error))
             continue

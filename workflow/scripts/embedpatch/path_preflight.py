@@ -112,7 +112,7 @@ def _local_exists(path: str) -> str:
 
 def _object_exists(url: str) -> str:
     try:
-        object_store.current_store().info(url)
+        object_store.current_store().head(url)
     except ImageMissing:
         return MISSING
     except Exception as error:  # the store's clients raise many kinds: say which, in words

@@ -40,6 +40,7 @@ class RoiReason(StrEnum):
     IMAGE_UNREADABLE = "image_unreadable"  # DICOM file cannot be parsed or decoded
     IMAGE_OUTSIDE_ROOT = "image_outside_root"  # real path (symlinks resolved) leaves dicom_root
     IMAGE_UNAVAILABLE = "image_unavailable"  # object store refused or failed past the retries
+    IMAGE_CHANGED = "image_changed"  # object replaced while read, and again when read anew
     DIMENSION_MISMATCH = "dimension_mismatch"  # table Rows/Columns/frames disagree with the image
     NEAR_DUPLICATE = "near_duplicate"  # IoU above threshold with an earlier box, policy 'drop'
     SUSPECT_FLIP = "suspect_flip"  # box on background, mirror on tissue, policy 'reject'
@@ -56,3 +57,9 @@ class RoiWarning(StrEnum):
     SUSPECT_AXES_SWAPPED = "suspect_axes_swapped"  # crosses the border, fits with x / y swapped
     AXES_FIXED = "axes_fixed"  # suspect swap read as [xmin, ymin, xmax, ymax] (policy 'fix')
     FRAMES_ON_2D = "frames_on_2d"  # 2D / C-view ROI whose frame list names frame 0 only
+
+
+RETRIED_NEXT_RUN = frozenset({RoiReason.IMAGE_UNAVAILABLE, RoiReason.IMAGE_CHANGED})
+"""Refusals that say nothing about the image itself (the store failed, or the object
+changed while read): never cached by stage 2, and a shard recording one is rewritten
+by the next run."""

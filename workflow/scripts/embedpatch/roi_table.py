@@ -49,7 +49,7 @@ from embedpatch.flip_check import (
 )
 from embedpatch.geometry import Mirror
 from embedpatch.logs import with_progress
-from embedpatch.reasons import RoiReason, RoiWarning
+from embedpatch.reasons import RETRIED_NEXT_RUN, RoiReason, RoiWarning
 from embedpatch.roi_cache import OutcomeCache, fingerprint
 from embedpatch.roi_parse import declares_rois, is_missing, parse_coords, parse_roi_count
 from embedpatch.roi_validate import (
@@ -341,26 +341,33 @@ def validate_row(
     3D images: the header alone. 2D / C-view: one open for the header and, when there
     are boxes to check or a space to decide, one downsampled read. With `dicom_root`, an
     image whose real path is outside it is refused (image_outside_root) before it is
-    opened.
+    opened. An object replaced while read is read again from scratch once.
     """
     try:
-        if row["FinalImageType"] not in FLAT_TYPES:
-            header = read_header(row["dicom_path"], dicom_root)
-            placed = place_row_boxes(row, header, settings)
-            result = placed.result
-            checked = [CheckedRoi(roi, placed.space, placed.mirror) for roi in result.accepted]
-            return ImageOutcome(result.declared, checked, list(result.rejected), _bounds(header))
-        with ImageReader(row["dicom_path"], dicom_root) as reader:
-            view = functools.cache(lambda: read_tissue_view(reader, settings.flip_downsample))
-            placed = place_row_boxes(row, reader.header, settings, view)
-            # Boxes read as DICOM space are most likely off by the image's PNG mirror.
-            expected = placed.png_mirror if placed.space is Space.DICOM else Mirror.NONE
-            accepted = placed.result.accepted
-            checked = check_flips(view(), placed, settings, expected) if accepted else []
-            bounds = _bounds(reader.header)
-        return _flip_outcome(checked, placed, bounds, settings)
+        return object_store.reread_if_changed(lambda: _validate_image(row, settings, dicom_root))
     except ImageError as error:
         return _whole_row(_declared_without_image(row), error.reason, str(error))
+
+
+def _validate_image(
+    row: Mapping[str, Any], settings: RoiSettings, dicom_root: str | None
+) -> ImageOutcome:
+    """validate_row's reads of the image; ImageError for an image that cannot be used."""
+    if row["FinalImageType"] not in FLAT_TYPES:
+        header = read_header(row["dicom_path"], dicom_root)
+        placed = place_row_boxes(row, header, settings)
+        result = placed.result
+        checked = [CheckedRoi(roi, placed.space, placed.mirror) for roi in result.accepted]
+        return ImageOutcome(result.declared, checked, list(result.rejected), _bounds(header))
+    with ImageReader(row["dicom_path"], dicom_root) as reader:
+        view = functools.cache(lambda: read_tissue_view(reader, settings.flip_downsample))
+        placed = place_row_boxes(row, reader.header, settings, view)
+        # Boxes read as DICOM space are most likely off by the image's PNG mirror.
+        expected = placed.png_mirror if placed.space is Space.DICOM else Mirror.NONE
+        accepted = placed.result.accepted
+        checked = check_flips(view(), placed, settings, expected) if accepted else []
+        bounds = _bounds(reader.header)
+    return _flip_outcome(checked, placed, bounds, settings)
 
 
 def _accepted_fields(checked: CheckedRoi, bounds: ImageBounds) -> dict:
@@ -417,7 +424,7 @@ def row_outcome(row: Mapping[str, Any], settings: RoiSettings, dicom_root: str |
 
 def _cacheable(outcome: dict) -> bool:
     """Store failures are tried again next run; every other outcome is the image's own."""
-    return all(r["reason"] != RoiReason.IMAGE_UNAVAILABLE for r in outcome["rejected"])
+    return all(r["reason"] not in RETRIED_NEXT_RUN for r in outcome["rejected"])
 
 
 @dataclass(frozen=True)

@@ -197,9 +197,10 @@ def read_csv_head(
         raise TableError(f"{path}: missing required column(s): {', '.join(missing)}")
     with _readable(path):
         if object_store.is_url(path):
-            size = int(object_store.current_store().info(str(path))["size"])
-            wanted = min(max_bytes, size)
-            (head,) = object_store.current_store().read_ranges(str(path), [(0, wanted)])
+            store = object_store.current_store()
+            version = store.head(str(path))
+            size = version.size
+            (head,) = store.get_ranges(version, [(0, min(max_bytes, size))])
         else:
             size = Path(path).stat().st_size
             with open(path, "rb") as file:
@@ -259,7 +260,7 @@ def batch_share(path: str | Path) -> float | None:
         if isinstance(source, str | Path):
             size = Path(source).stat().st_size
         else:
-            size = object_store.current_store().info(str(path))["size"]
+            size = object_store.current_store().head(str(path)).size
     return CSV_BLOCK_BYTES / size if size else None
 
 
