@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,6 +265,25 @@ def test_pickling_with_open_handles(results):
     pd.testing.assert_frame_equal(copy.manifest, dataset.manifest)
     copy.close()
     dataset.close()
+
+
+def test_a_shard_opens_with_plain_h5py_beside_an_open_dataset(results):
+    """A user opens a shard by hand (the README's example) while the dataset holds it
+    open, and the dataset goes on reading: HDF5 refuses a second open with other
+    locking flags, so both must use the same (HDF5's defaults)."""
+    dataset = PatchDataset(results)
+    expected = all_patches(dataset)  # every shard now open in the dataset's cache
+    row = dataset.manifest.iloc[0]
+    with h5py.File(results / row["shard"], "r") as shard:  # the README's example
+        np.testing.assert_array_equal(shard["patches"][row["index"]], expected[0])
+    assert len(read_shard_tables(results / row["shard"]).info) > 0
+    np.testing.assert_array_equal(all_patches(dataset), expected)
+    dataset.close()
+    explicit = PatchDataset(results, locking=False)  # the user's choice, kept
+    np.testing.assert_array_equal(explicit.patch(0), expected[0])
+    with pytest.raises(OSError, match="locking"):
+        h5py.File(results / row["shard"], "r")
+    explicit.close()
 
 
 FORKED = {}  # what forked children inherit (not pickled to them)

@@ -31,7 +31,8 @@ that is missing, or that cannot be opened because the process is out of file
 descriptors (HDF5 keeps every source it read open until the file closes), reads as
 zeros without any error; every source keeps its own chunk cache (8 MiB by default in
 HDF5 2), so an epoch would keep every patch in memory; and a shard the process already
-holds open with other file-locking flags (PatchDataset's) makes reads fail.
+holds open with other file-locking flags makes reads fail (so every reader here opens
+with HDF5's default flags, as plain h5py does).
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _missing(file: h5py.File) -> tuple[set[str], list[str]]:
 
 def missing_sources(combined_path: str | Path) -> list[str]:
     """The shards the combined file maps that do not exist (their patches would read as 0)."""
-    with h5py.File(combined_path, "r", locking=False) as file:
+    with h5py.File(combined_path, "r") as file:
         return _missing(file)[1]
 
 
@@ -207,10 +208,11 @@ def _allow_open_files(count: int) -> None:
     log.info("raised the soft limit of open files from %d to %d", soft, count)
 
 
-def open_combined(combined_path: str | Path) -> h5py.File:
+def open_combined(combined_path: str | Path, locking: bool | str | None = None) -> h5py.File:
     """The combined file, open for reading without the VDS pitfalls (module docstring):
-    every shard present, enough file descriptors, no chunk cache, no file locking."""
-    file = h5py.File(combined_path, "r", locking=False, rdcc_nbytes=0)
+    every shard present, enough file descriptors, no chunk cache; `locking` as
+    embedpatch.dataset.Locking (HDF5's default, as plain h5py and PatchDataset use)."""
+    file = h5py.File(combined_path, "r", locking=locking, rdcc_nbytes=0)
     try:
         sources, missing = _missing(file)
         if missing:

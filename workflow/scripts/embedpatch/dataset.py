@@ -34,6 +34,12 @@ DEFAULT_CACHE_SIZE = 64
 
 Selection = str | Iterable[str] | None
 Where = str | Callable[[pd.DataFrame], Any] | None
+Locking = bool | str | None
+"""h5py's `locking`. None, the default: HDF5's own (locks taken, and ignored where the
+file system has them disabled), which is what a plain `h5py.File(path)` uses, so the
+user's own opens of a shard work beside the dataset's (HDF5 refuses to open one file
+twice in a process with other locking flags). Where locking fails on a network file
+system, set HDF5_USE_FILE_LOCKING=FALSE: it applies to every open of the process."""
 
 
 def manifest_path(source: str | Path) -> Path:
@@ -93,10 +99,10 @@ def _column_array(values: pd.Series) -> np.ndarray:
     return values.to_numpy(object, na_value=None)
 
 
-def _open_patches(path: str) -> h5py.Dataset:
+def _open_patches(path: str, locking: Locking) -> h5py.Dataset:
     """A shard's `patches`, read-only, without a chunk cache: a patch is one chunk read once
     an epoch, and HDF5 2's default 8 MiB cache per open shard would keep every patch read."""
-    return h5py.File(path, "r", locking=False, rdcc_nbytes=0)["patches"]
+    return h5py.File(path, "r", locking=locking, rdcc_nbytes=0)["patches"]
 
 
 def served_dtype(manifest: pd.DataFrame, dtype: Any) -> np.dtype | None:
@@ -138,7 +144,8 @@ class PatchDataset:
     (its row's `dtype`), "common" casts every patch to the lossless common dtype of the
     selection (as the combined file does), a numpy dtype to that one, refused unless
     every selected patch fits it exactly (`dataset.dtype` is the one served, or None).
-    `transform` is applied to each patch, after the cast.
+    `transform` is applied to each patch, after the cast. `locking`: how shards are
+    opened (`Locking`; the default lets plain h5py open them beside the dataset).
     The selected rows are `dataset.manifest`; row i describes item i.
     """
 
@@ -156,6 +163,7 @@ class PatchDataset:
         dtype: Any = None,
         transform: Callable[[np.ndarray], Any] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        locking: Locking = None,
     ) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
@@ -176,6 +184,7 @@ class PatchDataset:
         self.dtype = served_dtype(self.manifest, dtype)
         self.transform = transform
         self.cache_size = cache_size
+        self.locking = locking
         codes, shards = pd.factorize(self.manifest["shard"])
         self._shard_codes = codes
         self._shard_paths = [str(self.root / shard) for shard in shards]
@@ -211,7 +220,7 @@ class PatchDataset:
         if patches is not None:
             self._cache.move_to_end(code)
             return patches
-        patches = self._cache[code] = _open_patches(self._shard_paths[code])
+        patches = self._cache[code] = _open_patches(self._shard_paths[code], self.locking)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)[1].file.close()
         return patches

@@ -408,7 +408,7 @@ def balance_figure(manifest: pd.DataFrame) -> Figure:
 
 def read_patches(shard: str | Path, indices: Sequence[int]) -> tuple[list[np.ndarray], str]:
     """Patches `indices` of one shard (nothing else read) and its pixel_values setting."""
-    with h5py.File(shard, "r", locking=False) as file:
+    with h5py.File(shard, "r") as file:
         patches = [file["patches"][int(index)] for index in indices]
         return patches, json.loads(file.attrs["config"])["pixel_values"]
 

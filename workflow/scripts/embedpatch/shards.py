@@ -21,8 +21,10 @@ file. The file is written under a temporary name beside the final one and moved
 into place only once closed (`atomic.atomic_output`), so a reader never sees half a
 shard; `shard_is_complete`, `read_shard` and `read_shard_tables` (no patches read)
 also refuse truncated or unfinished files.
-Files are opened with HDF5 file locking off: a shard is never modified after the
-rename, and locking fails on some network file systems.
+Shards are written with HDF5 file locking off (a temporary file, one writer) and read
+with HDF5's default flags, those of a plain `h5py.File(path)`: HDF5 refuses a second
+open of a file in one process with other flags, so a user's own opens of a shard work
+beside the package's readers.
 """
 
 from __future__ import annotations
@@ -348,10 +350,10 @@ def _problem(file: h5py.File) -> str | None:
 
 
 def open_shard(path: str | Path) -> h5py.File:
-    """A shard (any HDF5 file) open for reading, file locking off; ShardError if it cannot
-    be opened. Nothing is checked: `read_shard` and `complete_shard_attrs` check."""
+    """A shard (any HDF5 file) open for reading, HDF5's default locking; ShardError if it
+    cannot be opened. Nothing is checked: `read_shard` and `complete_shard_attrs` check."""
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.File(path, "r")
     except (OSError, ValueError) as error:  # missing, truncated or not HDF5
         raise ShardError(f"{path}: cannot open as HDF5 ({error})") from None
 
