@@ -27,6 +27,7 @@ CALLER_REASONS = {
     RoiReason.IMAGE_UNREADABLE,
     RoiReason.IMAGE_OUTSIDE_ROOT,
     RoiReason.IMAGE_UNAVAILABLE,
+    RoiReason.IMAGE_CHANGED,
     RoiReason.SUSPECT_FLIP,
 }
 
