@@ -36,6 +36,7 @@ from embedpatch.dicom import (
     ImageReader,
     read_header,
 )
+from embedpatch.dicom import codestream as dicom_codestream
 from embedpatch.dicom import encapsulation as dicom_encapsulation
 from embedpatch.dicom import frames as dicom_frames
 from embedpatch.dicom import header as dicom_header
@@ -88,6 +89,7 @@ OUTCOME_CODE = (
     flip_check,
     dicom_header,
     dicom_encapsulation,
+    dicom_codestream,
     dicom_frames,
     dicom_reader,
     sys.modules[__name__],

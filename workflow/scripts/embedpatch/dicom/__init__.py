@@ -2,7 +2,8 @@
 
 Modules: `errors` (ImageError and its reason codes), `source` (byte sources: local
 files; object stores in embedpatch.object_store), `header` (the header and where Pixel
-Data lies), `encapsulation` (where each compressed frame lies, checked), `frames` (one
+Data lies), `encapsulation` (where each compressed frame lies, checked), `codestream`
+(a compressed frame checked whole and of the header's size before decoding), `frames` (one
 reading strategy per storage kind, behind the FrameReader protocol), `reader`
 (ImageReader, read_header), `intensity` (MONOCHROME1 inversion, VOI windowing).
 

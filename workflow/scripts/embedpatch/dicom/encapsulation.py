@@ -8,11 +8,8 @@ item headers (8 bytes each; the fragments' values are not read). Every length is
 checked against the file's size before anything is read or allocated, and the
 structure must close with the delimiter. Without an offset table, fragments map to
 frames one to one, all to the single frame, or (JPEG family only) by the end-of-image
-marker each frame's last fragment ends with.
-
-`check_codestream` refuses a frame's bytes that do not start and end as its
-encoding requires (JPEG SOI ... EOI, JPEG 2000 SOC ... EOC, a valid RLE header):
-a frame cut short, or a fragment taken for a whole frame, never reaches a decoder.
+marker each frame's last fragment ends with. What a frame's bytes must hold is
+checked in `codestream`.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, RLELossless
 
+from embedpatch.dicom.codestream import ends_a_frame
 from embedpatch.dicom.errors import ImageUnreadable
 from embedpatch.dicom.source import ByteSource
 
@@ -32,10 +30,6 @@ ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 ITEM_HEADER = 8
 _DELIMITER_ITEM = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
-_JPEG_END = b"\xff\xd9"  # EOI (JPEG, JPEG-LS) and EOC (JPEG 2000) markers
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
-_JPEG_2000_PREFIX = "1.2.840.10008.1.2.4.9"
-_HTJ2K_PREFIX = "1.2.840.10008.1.2.4.20"
 
 
 @dataclass(frozen=True)
@@ -175,7 +169,7 @@ class FrameIndex:
         tails = self._source.read_ranges([(span.end - 3, 3) for span in fragments])
         spans, start = [], fragments[0].start
         for span, tail in zip(fragments, tails, strict=True):
-            if _ends_a_frame(tail):
+            if ends_a_frame(tail):
                 spans.append(Span(start, span.end))
                 start = span.end
         if len(spans) != self.frames or spans[-1].end != fragments[-1].end:
@@ -193,42 +187,3 @@ class FrameIndex:
 
 def _is_jpeg_family(syntax: UID) -> bool:
     return syntax.startswith("1.2.840.10008.1.2.4.") and syntax != RLELossless
-
-
-def _ends_a_frame(data: bytes) -> bool:
-    """Whether `data` ends with the end marker, or with it and one padding byte (0x00, or
-    the 0xFF fill byte some encoders use to reach an even length)."""
-    return data.endswith(_JPEG_END) or (
-        data[-3:-1] == _JPEG_END and data[-1:] in (b"\x00", b"\xff")
-    )
-
-
-def check_codestream(data: bytes, syntax: UID, bits_allocated: int, name: str) -> None:
-    """Refuse a frame whose bytes do not start and end as its encoding requires (`name`
-    names the frame in the message)."""
-    if syntax == RLELossless:
-        _check_rle(data, bits_allocated, name)
-        return
-    if syntax.startswith((_JPEG_2000_PREFIX, _HTJ2K_PREFIX)):
-        starts = data.startswith((b"\xff\x4f\xff\x51", _JP2_SIGNATURE))
-        what = "JPEG 2000 codestream (SOC ... EOC)"
-    else:
-        starts = data.startswith(b"\xff\xd8")
-        what = "JPEG stream (SOI ... EOI)"
-    if not (starts and _ends_a_frame(data)):
-        raise ImageUnreadable(f"{name}: not a whole {what}: cut short or misplaced")
-
-
-def _check_rle(data: bytes, bits_allocated: int, name: str) -> None:
-    """The RLE header: 1-15 segments, one per byte of a sample, offsets increasing in the frame."""
-    if len(data) < 64:
-        raise ImageUnreadable(f"{name}: RLE frame of {len(data)} bytes has no header")
-    count, *offsets = struct.unpack("<16L", data[:64])
-    used = offsets[:count]
-    expected = bits_allocated // 8
-    increasing = all(a < b for a, b in itertools.pairwise(used))
-    if count != expected or not used or used[0] != 64 or not increasing or used[-1] >= len(data):
-        raise ImageUnreadable(
-            f"{name}: RLE header lists {count} segments at {used}, expected {expected} "
-            f"segments inside the frame's {len(data)} bytes"
-        )

@@ -5,7 +5,7 @@ one pydicom decodes to, native byte order) and exactly pydicom's values:
 - `NativeFrames`: uncompressed data; a window reads only its rows (one byte range
   per frame), a downsampled view only every factor-th row;
 - `DecodedFrames`: encapsulated data (JPEG family, RLE, JPEG 2000); a frame's bytes
-  (located by `FrameIndex`, checked by `check_codestream`) are decoded alone by
+  (located by `FrameIndex`, checked against the header by `check_codestream`) are decoded alone by
   pydicom's decoder, and the output's shape and dtype are checked against the
   header; the last decoded frame is kept;
 - `Jpeg2000Frames`: JPEG 2000 Lossless windows decoded alone (OpenJPEG's decode area,
@@ -25,7 +25,8 @@ from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import UID, JPEG2000Lossless
 
 from embedpatch import openjpeg_region
-from embedpatch.dicom.encapsulation import FrameIndex, check_codestream
+from embedpatch.dicom.codestream import check_codestream
+from embedpatch.dicom.encapsulation import FrameIndex
 from embedpatch.dicom.errors import ImageUnreadable, one_line
 from embedpatch.dicom.header import PixelLayout
 from embedpatch.dicom.source import ByteSource
@@ -167,11 +168,9 @@ class DecodedFrames:
         return self._cached is not None and self._cached[0] == index
 
     def codestream(self, index: int) -> bytes:
-        """Frame `index`'s encoded bytes, checked to start and end as their encoding must."""
+        """Frame `index`'s encoded bytes, checked to be whole and of the header's size."""
         data = self._index.frame_bytes(index)
-        check_codestream(
-            data, self._syntax, self._header.bits_allocated, f"{self._source.name}: frame {index}"
-        )
+        check_codestream(data, self._header, f"{self._source.name}: frame {index}")
         return data
 
     def _decoded(self, index: int) -> np.ndarray:
