@@ -36,9 +36,9 @@ rule all:
 
 
 # What the run did, in the terminal: computed from summary.json when the run left a
-# current one; after a failure, each failed rule and its log first (embedpatch.run_report).
+# current one; after a failure, each failed rule and its log first (embedpatch.report.end_of_run).
 onsuccess:
-    from embedpatch.run_report import print_end_of_run
+    from embedpatch.report.end_of_run import print_end_of_run
 
     print_end_of_run(
         rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS
@@ -46,7 +46,7 @@ onsuccess:
 
 
 onerror:
-    from embedpatch.run_report import print_failure
+    from embedpatch.report.end_of_run import print_failure
 
     print_failure(
         log, rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS

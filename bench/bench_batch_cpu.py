@@ -1,4 +1,4 @@
-"""CPU per image of extraction batches (embedpatch.exam_job.extract_batch), without Snakemake.
+"""CPU per image of extraction batches (patches.batch_job.extract_batch), without Snakemake.
 
 Runs the first N batches of a scale cohort (bench/bench_scale.py must have run on it:
 it reads that run's stage-2 tables) into a temporary folder, three times, and prints
@@ -34,7 +34,7 @@ SPECS = ROOT / "bench" / "out" / "batch_cpu" / "specs.json"
 def write_specs(size: int, target: Path) -> None:
     """The batches of the scale cohort's run, with their settings, to `target`."""
     from embedpatch.config import extraction_settings, validate_config
-    from embedpatch.exam_spec import SpecInputs, load_exam_batches
+    from embedpatch.patches.plan import SpecInputs, load_exam_batches
 
     work = ROOT / "bench" / "out" / "scale" / str(size) / "batched"
     config = validate_config(yaml.safe_load((work / "config.yaml").read_text()))
@@ -56,7 +56,7 @@ def write_specs(size: int, target: Path) -> None:
 
 def run_batches(data: dict, names: list[str], folder: Path) -> float:
     """CPU seconds of extracting `names` into an empty `folder`."""
-    from embedpatch.exam_job import extract_batch
+    from embedpatch.patches.batch_job import extract_batch
 
     for shard in folder.glob("*.h5"):
         shard.unlink()

@@ -3,7 +3,7 @@
 Generates (once, cached in bench/out/extract/cohort) the demo cohort at full size
 (2D 3328 x 2560, DBT 64 frames of 2457 x 1890; uncompressed, JPEG 2000, RLE and
 JPEG-LS files), runs stage 1 (filter) and stage 2 (ROI table) on it, builds every
-exam's specification (embedpatch.exam_spec), then extracts each exam and writes its
+exam's specification (embedpatch.patches.plan), then extracts each exam and writes its
 shard, timing every stage. Patches: 512 x 512, tissue and black padding, every
 listed DBT frame, NEGATIVES negative windows per 2D / C-view image.
 
@@ -27,13 +27,13 @@ from embedpatch.config import validate_config
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
 from embedpatch.dicom import read_header
-from embedpatch.exam_spec import SpecInputs, load_exam_batches
-from embedpatch.extract import extract_exam
-from embedpatch.filtering import filter_metadata
-from embedpatch.negative_images import NegativeChoice
-from embedpatch.patch_spec import ExamSpec, ImageSpec, PatchSettings
-from embedpatch.roi_table import run_roi_stage
-from embedpatch.shards import DEFAULT_COMPRESSION, write_shard
+from embedpatch.filter.stage import filter_metadata
+from embedpatch.patches.extract import extract_exam
+from embedpatch.patches.negative_images import NegativeChoice
+from embedpatch.patches.plan import SpecInputs, load_exam_batches
+from embedpatch.patches.shards import DEFAULT_COMPRESSION, write_shard
+from embedpatch.patches.spec import ExamSpec, ImageSpec, PatchSettings
+from embedpatch.rois.stage import run_roi_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "extract"

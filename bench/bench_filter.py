@@ -188,7 +188,7 @@ def cached_csv(name: str, make: Callable[[], pa.Table], regenerate: bool) -> Pat
 
 
 FILTER = """
-from embedpatch.filtering import filter_metadata
+from embedpatch.filter.stage import filter_metadata
 filter_metadata(
     {csv!r}, {out!r} + "/filtered.parquet", {out!r} + "/dropped.parquet",
     {out!r} + "/summary.json",
@@ -200,12 +200,12 @@ filter_metadata(
 )
 """
 DECISION_COLUMNS = """
-from embedpatch.tables import read_table
+from embedpatch.io.tables import read_table
 read_table({csv!r}, ["empi_anon", "acc_anon", "anon_dicom_path", "FinalImageType", "num_ROI",
                      "ROI_coords", "spot_mag"])
 """
 PATH_CHECK = """
-from embedpatch.path_preflight import PathCheckError, preflight_paths
+from embedpatch.filter.preflight import PathCheckError, preflight_paths
 try:
     preflight_paths({csv!r}, "/data/embed", [("/mnt/NAS2/mammo/anon_dicom/", "/data/embed/")])
 except PathCheckError:

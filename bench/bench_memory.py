@@ -1,4 +1,4 @@
-"""Peak memory of one extraction job (embedpatch.exam_job.extract_exam_shard).
+"""Peak memory of one extraction job (embedpatch.patches.batch_job.extract_exam_shard).
 
 Generates (once, cached in bench/out/memory/) full-size synthetic DBT volumes of
 2457 x 1890 uint16 (12 bits stored), uncompressed and JPEG 2000 Lossless (one
@@ -114,8 +114,8 @@ def mammo_exam(*paths: Path) -> dict:
 
 RUNNER = """
 import json
-from embedpatch.exam_job import extract_exam_shard
-from embedpatch.shards import read_shard_tables
+from embedpatch.patches.batch_job import extract_exam_shard
+from embedpatch.patches.shards import read_shard_tables
 
 def peak_kb():
     with open("/proc/self/status") as status:

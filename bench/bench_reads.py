@@ -35,10 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 from bench_shards import SIZE, exam_of, phantom_patches  # noqa: E402
-from embedpatch.combine import combine_shards, open_combined  # noqa: E402
-from embedpatch.dataset import DEFAULT_CACHE_SIZE, PatchDataset, as_torch  # noqa: E402
-from embedpatch.manifest import manifest_from_batch_tables, read_shards  # noqa: E402
-from embedpatch.shards import DEFAULT_COMPRESSION, write_shard  # noqa: E402
+from embedpatch.patches.manifest import manifest_from_batch_tables, read_shards  # noqa: E402
+from embedpatch.patches.shards import DEFAULT_COMPRESSION, write_shard  # noqa: E402
+from embedpatch.training.combined import combine_shards, open_combined  # noqa: E402
+from embedpatch.training.dataset import DEFAULT_CACHE_SIZE, PatchDataset, as_torch  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "reads"
 RESULTS = OUT / "results"

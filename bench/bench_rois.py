@@ -87,7 +87,7 @@ TUPLE_STYLE = 0.1  # legacy "((y, x, y, x),)" serialization
 
 def filtered_base(csv: Path, regenerate: bool) -> Path:
     """The pipeline's stage-1 output for bench_filter's table (cached)."""
-    from embedpatch.filtering import filter_metadata
+    from embedpatch.filter.stage import filter_metadata
 
     path = OUT / "filtered_base.parquet"
     if regenerate or not path.exists():
@@ -392,8 +392,8 @@ def report(**values):
 """
 
 TABLE_LEVEL = """
-from embedpatch.roi_table import read_filtered, rows_with_roi_cells
-from embedpatch.roi_parse import parse_coords, parse_frames
+from embedpatch.rois.stage import read_filtered, rows_with_roi_cells
+from embedpatch.rois.parse import parse_coords, parse_frames
 t0 = time.perf_counter()
 table = read_filtered({filtered!r})
 t1 = time.perf_counter()
@@ -411,7 +411,7 @@ report(rows=len(table), roi_rows=int(mask.sum()), boxes=boxes, parse_errors=erro
 STAGE = """
 import os
 import embedpatch.dicom.reader as dicom_reader
-import embedpatch.roi_table as roi_table
+import embedpatch.rois.stage as roi_table
 opened, header_reads, readers = [], [0], [0]
 timing = {{"read_header_s": 0.0, "check_flips_s": 0.0, "read_filtered_s": 0.0}}
 io_before = {{}}
@@ -456,7 +456,7 @@ report(rows=summary["rows_in"],
 
 PROFILE = """
 import cProfile, io, pstats, os
-from embedpatch.roi_table import run_roi_stage
+from embedpatch.rois.stage import run_roi_stage
 out = {out!r}
 os.makedirs(out, exist_ok=True)
 profile = cProfile.Profile()
@@ -473,7 +473,7 @@ report()
 DOC_WAY = """
 import ast
 import pandas as pd
-from embedpatch.roi_table import INPUT_COLUMNS
+from embedpatch.rois.stage import INPUT_COLUMNS
 failures = [0]
 def literal(text):
     try:

@@ -34,11 +34,11 @@ import yaml
 from pydicom.encaps import encapsulate, generate_frames
 
 from bench_read import FRAMES, PATCH, ROI_X, ROI_Y, make_inputs
-from embedpatch import object_store
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.demo.cohort import write_demo_cohort
 from embedpatch.dicom import ImageReader, read_header
-from embedpatch.object_store import StoreOptions
+from embedpatch.io import object_store
+from embedpatch.io.object_store import StoreOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "s3"

@@ -21,14 +21,14 @@ import h5py
 import numpy as np
 
 from embedpatch.demo import phantom
-from embedpatch.extract import (
+from embedpatch.patches.extract import (
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
     REJECTION_COLUMNS,
     REJECTION_INT_COLUMNS,
     typed_table,
 )
-from embedpatch.shards import (
+from embedpatch.patches.shards import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,
     ExamPatches,

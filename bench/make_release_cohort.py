@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from embedpatch.demo import SOURCE_PREFIX, phantom  # noqa: E402
 from embedpatch.demo.dicom_writer import BITS_STORED, Encoding, write_dicom  # noqa: E402
-from embedpatch.negative_images import NegativeChoice, sample_without_rois  # noqa: E402
+from embedpatch.patches.negative_images import NegativeChoice, sample_without_rois  # noqa: E402
 from make_large_cohort import (  # noqa: E402
     COHORT,
     DBT_FRAMES,

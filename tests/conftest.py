@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from embedpatch.demo.cohort import write_demo_cohort
-from snakemake_runner import run_snakemake
+from helpers.snakemake_runner import run_snakemake
 
-pytest_plugins = ["s3_fixtures", "slurm_fixtures"]
+pytest_plugins = ["helpers.s3_fixtures", "helpers.slurm_fixtures"]
 
 DEMO_PARAMS = {"seed": 7, "n_patients": 4, "scale": 0.1, "dbt_frames": 8}
 

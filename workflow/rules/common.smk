@@ -4,7 +4,8 @@ import sys
 # The library, embedpatch, is installed in the environment running Snakemake (make run:
 # pip install -e .). Rule scripts import it from their own folder, workflow/scripts/,
 # which Snakemake appends to a local script's module search path in every deployment mode.
-from embedpatch import object_store, path_preflight
+from embedpatch.io import object_store
+from embedpatch.filter import preflight as path_preflight
 from embedpatch.config import (
     ConfigError,
     extraction_settings,
@@ -62,7 +63,7 @@ SPEC_DIR = f"{RESULTS}/patches/specs"
 def spec_inputs():
     """What the exams' specifications are built from (after stage 2)."""
     # Imported here, not at the top: it brings pandas, and every job parses this file.
-    from embedpatch.exam_spec import SpecInputs
+    from embedpatch.patches.plan import SpecInputs
 
     stage2 = checkpoints.validate_rois.get().output
     filtered = f"{RESULTS}/metadata/filtered.parquet"
@@ -72,7 +73,7 @@ def spec_inputs():
 def exam_batches():
     """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2);
     the main process also publishes each batch's specifications for its job."""
-    from embedpatch.exam_spec import load_exam_batches, publish_batch_specs
+    from embedpatch.patches.plan import load_exam_batches, publish_batch_specs
 
     inputs = spec_inputs()
     publish_batch_specs(inputs, SPEC_DIR)
@@ -84,7 +85,7 @@ def batch_specs(wildcards):
     cluster node) reads only its batch's file, not every exam's specification."""
     if workflow.is_main_process:
         return exam_batches()[wildcards.batch]
-    from embedpatch.exam_spec import job_batch_specs
+    from embedpatch.patches.plan import job_batch_specs
 
     return job_batch_specs(spec_inputs(), wildcards.batch, SPEC_DIR)
 

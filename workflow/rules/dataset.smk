@@ -1,6 +1,6 @@
 # Training side, after the manifest: patient-level splits (splits.parquet) and, with
 # dataset.combined, one HDF5 file whose `patches` is a virtual dataset over every shard
-# (no pixel copied). Read both with embedpatch.dataset (see docs/training.md).
+# (no pixel copied). Read both with embedpatch.training.dataset (see docs/training.md).
 
 # What `rule all` asks for.
 DATASET_TARGETS = [f"{RESULTS}/splits.parquet"] + (

@@ -1,6 +1,6 @@
 # Stage 3: one HDF5 shard per exam, written by a fixed number of batch jobs, then the
-# manifest of every patch. An exam's batch is a hash of its acc_anon (embedpatch.batches):
-# each job carries its exams' specifications (embedpatch.patch_spec) as a param, so only
+# manifest of every patch. An exam's batch is a hash of its acc_anon (embedpatch.patches.batches):
+# each job carries its exams' specifications (embedpatch.patches.spec) as a param, so only
 # batches whose specifications changed rerun, and inside them only missing or stale
 # shards are rewritten. The shards are not declared outputs (Snakemake would delete a
 # rerun batch's shards first); the batch's record lists them, and its table holds their

@@ -2,7 +2,7 @@
 # header (refusing images whose real path leaves dicom_root); each ROI is accepted
 # (rois.parquet) or refused with a reason. A checkpoint: the per-exam extraction jobs
 # are known only once its tables exist. Rows whose image and cells are unchanged since the
-# last run take their outcome from a cache beside the outputs (embedpatch.roi_cache): a
+# last run take their outcome from a cache beside the outputs (embedpatch.rois.cache): a
 # rerun reads only new or changed images. Delete rois/cache/ to force a cold run.
 
 

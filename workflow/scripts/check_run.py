@@ -2,7 +2,7 @@
 fails (or warns, checks.on_empty)."""
 
 from embedpatch.logs import run_logged
-from embedpatch.run_report import check_run
+from embedpatch.report.end_of_run import check_run
 
 run_logged(
     snakemake.log[0],

@@ -1,7 +1,7 @@
 """Snakemake script of rule collect_patches: the manifest and the combined rejections."""
 
 from embedpatch.logs import run_logged
-from embedpatch.manifest import collect_patches
+from embedpatch.patches.manifest import collect_patches
 
 run_logged(
     snakemake.log[0],

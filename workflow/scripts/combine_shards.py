@@ -1,7 +1,7 @@
 """Snakemake script of rule combine_shards: every shard's patches as one virtual dataset."""
 
-from embedpatch.combine import combine_shards
 from embedpatch.logs import run_logged
+from embedpatch.training.combined import combine_shards
 
 run_logged(
     snakemake.log[0],

@@ -1,8 +1,8 @@
 """Snakemake script of rule extract_patches: the shards of one batch of exams, and its record."""
 
-from embedpatch.exam_job import extract_batch
+from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged
-from embedpatch.object_store import configure_from
+from embedpatch.patches.batch_job import extract_batch
 
 configure_from(snakemake.config)
 run_logged(

@@ -1,8 +1,8 @@
 """Snakemake script of rule filter_metadata: stage 1, the metadata filter."""
 
-from embedpatch.filtering import filter_metadata
+from embedpatch.filter.stage import filter_metadata
+from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged
-from embedpatch.object_store import configure_from
 
 configure_from(snakemake.config)
 run_logged(

@@ -1,8 +1,8 @@
 """Snakemake script of rule list_needed_images: the images the run will read, one a line."""
 
 from embedpatch.logs import run_logged
-from embedpatch.needed_images import write_needed_images
-from embedpatch.negative_images import NegativeChoice
+from embedpatch.patches.needed_images import write_needed_images
+from embedpatch.patches.negative_images import NegativeChoice
 
 run_logged(
     snakemake.log[0],

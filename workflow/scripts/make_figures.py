@@ -1,8 +1,8 @@
 """Snakemake script of rules plot_tables and plot_images: each output is the figure it names."""
 
-from embedpatch.figures import write_figures
+from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged
-from embedpatch.object_store import configure_from
+from embedpatch.report.figures import write_figures
 
 configure_from(snakemake.config)
 run_logged(

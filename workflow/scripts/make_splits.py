@@ -1,7 +1,7 @@
 """Snakemake script of rule make_splits: patient-level train / validation / test splits."""
 
 from embedpatch.logs import run_logged
-from embedpatch.splits import write_splits
+from embedpatch.training.splits import write_splits
 
 run_logged(
     snakemake.log[0],

@@ -1,7 +1,7 @@
 """Snakemake script of rule summarize_run: summary.json, the funnel and the stage summaries."""
 
 from embedpatch.logs import run_logged
-from embedpatch.summary import write_summary
+from embedpatch.report.summary import write_summary
 
 run_logged(
     snakemake.log[0],

@@ -1,8 +1,8 @@
 """Snakemake script of rule validate_rois: stage 2, ROI parsing and validation."""
 
+from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged
-from embedpatch.object_store import configure_from
-from embedpatch.roi_table import run_roi_stage
+from embedpatch.rois.stage import run_roi_stage
 
 configure_from(snakemake.config)
 run_logged(

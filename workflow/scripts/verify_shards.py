@@ -1,7 +1,7 @@
 """Snakemake script of rule verify_shards: every shard read whole, the damaged deleted."""
 
-from embedpatch.exam_job import verify_shards
 from embedpatch.logs import run_logged
+from embedpatch.patches.batch_job import verify_shards
 
 run_logged(
     snakemake.log[0],

@@ -20,8 +20,8 @@ import jsonschema
 import yaml
 
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
-from embedpatch.negative_images import NegativeChoice
-from embedpatch.patch_spec import PatchSettings
+from embedpatch.patches.negative_images import NegativeChoice
+from embedpatch.patches.spec import PatchSettings
 
 SCHEMA = "config.schema.yaml"
 

@@ -3,7 +3,7 @@
 Every stage imports these names from here rather than spelling them again. The codes
 for rows and ROIs dropped, refused or flagged (FilterReason, RoiReason, RoiWarning)
 are in embedpatch.reasons; what an ROI cell means (parsing, "does the row declare
-ROIs") is in embedpatch.roi_parse.
+ROIs") is in embedpatch.rois.parse.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ ROI_FRAMES = "ROI_frames"
 DCM_ROI_COORDS = "DCM_ROI_coords"
 PNG_ROI_COORDS = "PNG_ROI_coords"
 """Boxes some table versions hold beside (or instead of) ROI_coords, in DICOM pixel space and
-in the maintainers' PNG space (embedpatch.coordinate_space); the table reader serves the
+in the maintainers' PNG space (embedpatch.rois.coordinate_space); the table reader serves the
 chosen one as ROI_COORDS and names it in COORDS_COLUMN."""
+COORDS_COLUMNS = (DCM_ROI_COORDS, ROI_COORDS, PNG_ROI_COORDS)
+"""Coordinate columns in the order a table's is chosen; the chosen one is read as ROI_coords."""
 COORDS_COLUMN = "coords_column"
 """Column the filter adds: which of the table's coordinate columns ROI_COORDS came from."""
 ROI_CELLS = (ROI_COUNT, ROI_COORDS, ROI_FRAMES)

@@ -25,21 +25,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedpatch.atomic import atomic_output, write_json
-from embedpatch.coordinate_space import PngRule, Space, ViewFacts, png_mirror
 from embedpatch.demo import phantom
 from embedpatch.demo.cohort import CVIEW_SIZE, HOLOGIC, ORIENTATION, UPSIDE_DOWN
 from embedpatch.demo.phantom import BreastShape, Lesion
-from embedpatch.figures import flip_evaluation_figure, save_png
-from embedpatch.flip_check import (
+from embedpatch.geometry import Box, Mirror
+from embedpatch.io.atomic import atomic_output, write_json
+from embedpatch.report.figures import flip_evaluation_figure, save_png
+from embedpatch.rois.coordinate_space import PngRule, Space, ViewFacts, png_mirror
+from embedpatch.rois.flip_check import (
     FlipThresholds,
     TissueView,
     box_evidence,
     choose_space,
     flip_verdict,
 )
-from embedpatch.geometry import Box, Mirror
-from embedpatch.roi_table import RoiSettings
+from embedpatch.rois.stage import RoiSettings
 
 log = logging.getLogger(__name__)
 

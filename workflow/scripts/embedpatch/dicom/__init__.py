@@ -1,11 +1,13 @@
 """Reading DICOM images exactly: headers, frames and windows, never whole volumes.
 
-Modules: `errors` (ImageError and its reason codes), `source` (byte sources: local
-files; object stores in embedpatch.object_store), `header` (the header and where Pixel
+Modules: `header` (the header and where Pixel
 Data lies), `encapsulation` (where each compressed frame lies, checked), `codestream`
 (a compressed frame checked whole and of the header's size before decoding), `frames` (one
-reading strategy per storage kind, behind the FrameReader protocol), `reader`
-(ImageReader, read_header), `intensity` (MONOCHROME1 inversion, VOI windowing).
+reading strategy per storage kind, behind the FrameReader protocol), `openjpeg_region`
+(a JPEG 2000 window decoded alone through OpenJPEG's decode area), `reader`
+(ImageReader, read_header), `intensity` (MONOCHROME1 inversion, VOI windowing). The
+bytes come from `embedpatch.io` (a local file or an object store); the errors, defined
+there too, are re-exported here.
 
 The names below are imported from their modules when first used (PEP 562): a process
 that only needs the errors (every Snakemake process parsing the workflow, a batch job
@@ -18,28 +20,28 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from embedpatch.dicom.errors import (
+    from embedpatch.dicom.header import MAX_FRAME_PIXELS, ImageHeader
+    from embedpatch.dicom.intensity import invert_monochrome1, stored_range, window_to_uint8
+    from embedpatch.dicom.reader import ImageReader, read_header
+    from embedpatch.io.errors import (
         ImageError,
         ImageMissing,
         ImageOutsideRoot,
         ImageUnreadable,
     )
-    from embedpatch.dicom.header import MAX_FRAME_PIXELS, ImageHeader
-    from embedpatch.dicom.intensity import invert_monochrome1, stored_range, window_to_uint8
-    from embedpatch.dicom.reader import ImageReader, read_header
 
 _MODULE_OF = {
-    "ImageError": "errors",
-    "ImageMissing": "errors",
-    "ImageOutsideRoot": "errors",
-    "ImageUnreadable": "errors",
-    "MAX_FRAME_PIXELS": "header",
-    "ImageHeader": "header",
-    "invert_monochrome1": "intensity",
-    "stored_range": "intensity",
-    "window_to_uint8": "intensity",
-    "ImageReader": "reader",
-    "read_header": "reader",
+    "ImageError": "embedpatch.io.errors",
+    "ImageMissing": "embedpatch.io.errors",
+    "ImageOutsideRoot": "embedpatch.io.errors",
+    "ImageUnreadable": "embedpatch.io.errors",
+    "MAX_FRAME_PIXELS": "embedpatch.dicom.header",
+    "ImageHeader": "embedpatch.dicom.header",
+    "invert_monochrome1": "embedpatch.dicom.intensity",
+    "stored_range": "embedpatch.dicom.intensity",
+    "window_to_uint8": "embedpatch.dicom.intensity",
+    "ImageReader": "embedpatch.dicom.reader",
+    "read_header": "embedpatch.dicom.reader",
 }
 
 __all__ = [
@@ -60,6 +62,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
     globals()[name] = value
     return value

@@ -18,8 +18,8 @@ import struct
 
 from pydicom.uid import UID, RLELossless
 
-from embedpatch.dicom.errors import ImageUnreadable
 from embedpatch.dicom.header import ImageHeader
+from embedpatch.io.errors import ImageUnreadable
 
 _END_MARKER = b"\xff\xd9"  # EOI (JPEG, JPEG-LS) and EOC (JPEG 2000)
 _J2K_START = b"\xff\x4f\xff\x51"  # SOC then SIZ

@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, RLELossless
 
 from embedpatch.dicom.codestream import ends_a_frame
-from embedpatch.dicom.errors import ImageUnreadable
-from embedpatch.dicom.source import ByteSource
+from embedpatch.io.errors import ImageUnreadable
+from embedpatch.io.source import ByteSource
 
 ITEM = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD

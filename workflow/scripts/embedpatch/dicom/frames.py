@@ -24,12 +24,12 @@ from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import UID, JPEG2000Lossless
 
-from embedpatch import openjpeg_region
+import embedpatch.dicom.openjpeg_region as openjpeg_region
 from embedpatch.dicom.codestream import check_codestream
 from embedpatch.dicom.encapsulation import FrameIndex
-from embedpatch.dicom.errors import ImageUnreadable, one_line
 from embedpatch.dicom.header import PixelLayout
-from embedpatch.dicom.source import ByteSource
+from embedpatch.io.errors import ImageUnreadable, one_line
+from embedpatch.io.source import ByteSource
 
 
 class FrameReader(Protocol):

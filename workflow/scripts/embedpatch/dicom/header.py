@@ -26,8 +26,8 @@ from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import pixel_dtype
 from pydicom.uid import UID
 
-from embedpatch.dicom.errors import ImageUnreadable, one_line
-from embedpatch.dicom.source import ByteSource
+from embedpatch.io.errors import ImageUnreadable, one_line
+from embedpatch.io.source import ByteSource
 
 HEADER_PREFIX = 64 << 10
 """Bytes read first for the header (real mammograms' headers take 5-30 KB)."""

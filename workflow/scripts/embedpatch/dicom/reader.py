@@ -8,8 +8,6 @@ from types import TracebackType
 import numpy as np
 from pydicom.uid import UID
 
-from embedpatch import object_store
-from embedpatch.dicom.errors import ImageUnreadable
 from embedpatch.dicom.frames import (
     BitPackedFrames,
     DecodedFrames,
@@ -18,7 +16,9 @@ from embedpatch.dicom.frames import (
     NativeFrames,
 )
 from embedpatch.dicom.header import ImageHeader, PixelLayout, read_layout
-from embedpatch.dicom.source import ByteSource, LocalFile, PrefixedSource
+from embedpatch.io import object_store
+from embedpatch.io.errors import ImageUnreadable
+from embedpatch.io.source import ByteSource, LocalFile, PrefixedSource
 
 Location = str | os.PathLike | ByteSource
 """A local path, an object store URL (s3://...), or an open ByteSource."""

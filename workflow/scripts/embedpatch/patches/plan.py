@@ -1,0 +1,244 @@
+"""Each exam's extraction specification, built from the stage-2 tables.
+
+The specification itself, its rules and its canonical JSON are embedpatch.patches.spec's
+ExamSpec; this module decides its content: an exam's images with accepted ROIs (and,
+with negatives on, its images embedpatch.patches.negative_images chooses), each image's ROIs,
+and the boxes its negative windows avoid. The extraction rule carries its batch's
+specifications as a Snakemake `params` value (embedpatch.patches.batches): Snakemake reruns
+exactly the batches in which a specification changed (new ROIs, a new image, a
+changed box), and none when the tables are only rewritten or reordered; each shard
+records the hash of its exam's specification.
+
+Every batch job is a Snakemake process of its own (on a cluster, on another node), which
+parses the workflow again and asks for its batch's specifications. The main process
+builds them all (it decides which batches rerun) and publishes each batch's as a file
+(`publish_batch_specs`), named by a key of the tables' versions and the settings; a
+job reads only its own file (`job_batch_specs`), the same specifications, so its
+Snakemake records the same params.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from embedpatch.bulk import collector_paused
+from embedpatch.config import negative_choice, negatives_per_image
+from embedpatch.geometry import Box, Mirror
+from embedpatch.io.tables import frame_records
+from embedpatch.patches.batches import group_into_batches
+from embedpatch.patches.negative_images import NegativeChoice, negative_images
+from embedpatch.patches.spec import ExamSpec
+from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
+
+log = logging.getLogger(__name__)
+
+IDENTITY = ["acc_anon", "empi_anon"]
+IMAGE_FIELDS = ["anon_dicom_path", "dicom_path", IMAGE_TYPE, LATERALITY, VIEW]
+# What an ROI's specification reads of its rois.parquet row.
+ROI_FIELDS = [
+    "anon_dicom_path", "roi_index", *BOX_COLUMNS, "frames",
+    "suspect_flip", "flip_fixed", "mirror", "rows", "columns",
+]  # fmt: skip
+
+
+def _text(value: object) -> str | None:
+    return None if pd.isna(value) else str(value)
+
+
+def _box(roi: Mapping[str, Any]) -> Box:
+    ymin, xmin, ymax, xmax = (int(roi[name]) for name in BOX_COLUMNS)
+    return ymin, xmin, ymax, xmax
+
+
+def _roi(roi: Mapping[str, Any]) -> dict[str, Any]:
+    """An ROI of rois.parquet as RoiSpec's fields."""
+    return {
+        "roi_index": int(roi["roi_index"]),
+        **dict(zip(BOX_COLUMNS, _box(roi), strict=True)),
+        "frames": [int(frame) for frame in roi["frames"]],
+    }
+
+
+def _avoid_boxes(roi: Mapping[str, Any]) -> list[Box]:
+    """The ROI's box, and its mirror too when the ROI is a suspected (unfixed) flip."""
+    box = _box(roi)
+    if roi["suspect_flip"] and not roi["flip_fixed"]:
+        return [box, Mirror(roi["mirror"]).apply(box, int(roi["rows"]), int(roi["columns"]))]
+    return [box]
+
+
+def _image(image: Mapping[str, Any], rois: list[dict], negatives: int) -> dict[str, Any]:
+    """An image row and its ROIs as ImageSpec's fields."""
+    return {
+        "anon_dicom_path": _text(image["anon_dicom_path"]),
+        "dicom_path": _text(image["dicom_path"]),
+        "image_type": _text(image[IMAGE_TYPE]),
+        "laterality": _text(image[LATERALITY]),
+        "view": _text(image[VIEW]),
+        "rois": [_roi(roi) for roi in rois],
+        "avoid": [box for roi in rois for box in _avoid_boxes(roi)],
+        "negatives": negatives,
+    }
+
+
+def build_exam_specs(
+    rois: pd.DataFrame, negative_images: pd.DataFrame, negatives_per_image: int
+) -> dict[str, str]:
+    """acc_anon (as text) -> the canonical JSON of that exam's ExamSpec.
+
+    `rois` are the accepted ROIs (rois.parquet); `negative_images` the 2D / C-view
+    images that get `negatives_per_image` negative windows (embedpatch.patches.negative_images
+    chooses them). Exams with neither ROIs nor negatives get no job.
+    SpecError if a specification breaks ExamSpec's rules (a bug: the tables are validated).
+    """
+    columns = IDENTITY + IMAGE_FIELDS
+    images = rois[columns]
+    if negatives_per_image > 0:
+        images = pd.concat([images, negative_images[columns]])
+    images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
+    rois_by_image: dict[str, list[dict]] = {}
+    for roi in frame_records(rois.sort_values("roi_index"), ROI_FIELDS):
+        rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
+    with_negatives = set(negative_images["anon_dicom_path"]) if negatives_per_image else set()
+    exams: dict[int, dict[str, Any]] = {}
+    for image in frame_records(images, columns):
+        acc_anon = int(image["acc_anon"])
+        exam = exams.setdefault(
+            acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}
+        )
+        path = image["anon_dicom_path"]
+        negatives = negatives_per_image if path in with_negatives else 0
+        exam["images"].append(_image(image, rois_by_image.get(path, []), negatives))
+    return {str(acc): ExamSpec.from_dict(exam).to_json() for acc, exam in exams.items()}
+
+
+def negative_candidates(filtered: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """2D / C-view images of the filtered table with no refused ROI."""
+    flat = filtered[IMAGE_TYPE].isin(FLAT_TYPES)
+    refused = filtered["anon_dicom_path"].isin(rejected["anon_dicom_path"])
+    return filtered[flat & ~refused]
+
+
+def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    return pd.read_parquet(path, columns=columns, dtype_backend="numpy_nullable")
+
+
+@dataclass(frozen=True)
+class SpecInputs:
+    """What the exams' specifications are built from: the stage-2 tables, the filtered
+    table (for negatives) and the settings choosing negatives and batches."""
+
+    rois: str
+    rejected: str
+    filtered: str
+    negatives_per_image: int
+    negative_choice: NegativeChoice
+    seed: int
+    n_batches: int
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], rois: str, rejected: str, filtered: str
+    ) -> SpecInputs:
+        """The inputs of a run with this validated config and these tables."""
+        return cls(
+            rois=rois,
+            rejected=rejected,
+            filtered=filtered,
+            negatives_per_image=negatives_per_image(config),
+            negative_choice=negative_choice(config),
+            seed=config["patches"]["seed"],
+            n_batches=config["patches"]["batches"],
+        )
+
+    def stamp(self) -> tuple[int, ...]:
+        """The tables' modification times (ns): a new version of one is a new build."""
+        return tuple(
+            Path(path).stat().st_mtime_ns for path in (self.rois, self.rejected, self.filtered)
+        )
+
+    def key(self) -> str:
+        """A digest of these inputs and the tables' versions: names one build's batch files."""
+        return hashlib.sha256(repr((self, self.stamp())).encode()).hexdigest()
+
+
+def chosen_negative_images(inputs: SpecInputs) -> pd.DataFrame:
+    """The images that get negative windows (an empty table when negatives are off)."""
+    rois = _read(inputs.rois, ["anon_dicom_path"])
+    if inputs.negatives_per_image == 0:
+        return rois.iloc[0:0]
+    columns = list(dict.fromkeys(IDENTITY + IMAGE_FIELDS + inputs.negative_choice.columns))
+    candidates = negative_candidates(
+        _read(inputs.filtered, columns), _read(inputs.rejected, ["anon_dicom_path"])
+    )
+    return negative_images(candidates, rois["anon_dicom_path"], inputs.negative_choice, inputs.seed)
+
+
+@cache
+def _cached_batches(inputs: SpecInputs, stamp: tuple) -> dict[str, dict[str, str]]:
+    with collector_paused():
+        specs = build_exam_specs(
+            _read(inputs.rois), chosen_negative_images(inputs), inputs.negatives_per_image
+        )
+        return group_into_batches(specs, inputs.n_batches)
+
+
+def load_exam_batches(inputs: SpecInputs) -> dict[str, dict[str, str]]:
+    """batch -> {acc_anon: specification}, from the stage-2 tables (read once per process
+    and file version: Snakemake asks for one batch's specifications per job)."""
+    return _cached_batches(inputs, inputs.stamp())
+
+
+# ---- one batch's specifications for its own job -----------------------------------------
+
+
+def publish_batch_specs(inputs: SpecInputs, folder: str | Path) -> bool:
+    """Write each batch's specifications to `folder`/<key>/<batch>.json, once per version
+    of the inputs (`SpecInputs.key`), so that a batch job reads only its own; whether
+    they were written. The files are written into a temporary folder renamed into place
+    when complete; other versions' folders are removed."""
+    folder, key = Path(folder), inputs.key()
+    if (folder / key).is_dir():
+        return False
+    batches = load_exam_batches(inputs)
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=".publishing-", dir=folder))
+    try:
+        for batch, specs in batches.items():
+            (temporary / f"{batch}.json").write_text(json.dumps(specs, separators=(",", ":")))
+        temporary.rename(folder / key)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not (folder / key).is_dir():  # another process published the same version
+            raise
+    for other in folder.iterdir():
+        if other.name == key:
+            continue
+        if other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+        else:
+            other.unlink(missing_ok=True)
+    return True
+
+
+def job_batch_specs(inputs: SpecInputs, batch: str, folder: str | Path) -> dict[str, str]:
+    """One batch's specifications, as `load_exam_batches(inputs)[batch]` gives them: read
+    from the file `publish_batch_specs` wrote for this version of the inputs, or built
+    from the tables when there is none (then every exam's specification is built)."""
+    published = Path(folder) / inputs.key()
+    if published.is_dir():
+        path = published / f"{batch}.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+    log.warning("no published specifications for %s: building every exam's", batch)
+    return load_exam_batches(inputs).get(batch, {})
