@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint docs bench clean
 
 run: $(VENV)/.run-deps
 	$(BIN)/snakemake --cores $(CORES)
@@ -22,6 +22,10 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
+
+# Pages generated from the code: the configuration reference, from the config schema.
+docs: $(VENV)/.dev-deps
+	$(BIN)/python -c "from embedpatch.config import config_reference; print(config_reference(), end='')" > docs/configuration.md
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu run: apt-get install python3-venv" >&2; exit 1; }

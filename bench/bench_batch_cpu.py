@@ -33,8 +33,8 @@ SPECS = ROOT / "bench" / "out" / "batch_cpu" / "specs.json"
 
 def write_specs(size: int, target: Path) -> None:
     """The batches of the scale cohort's run, with their settings, to `target`."""
-    from embedpatch.config import extraction_settings, validate_config
-    from embedpatch.patches.plan import SpecInputs, load_exam_batches
+    from embedpatch.config import validate_config
+    from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_batches
 
     work = ROOT / "bench" / "out" / "scale" / str(size) / "batched"
     config = validate_config(yaml.safe_load((work / "config.yaml").read_text()))

@@ -37,7 +37,8 @@ from bench_read import (  # noqa: E402
     synthetic_frames,
     write_cached,
 )
-from embedpatch.config import extraction_settings, validate_config  # noqa: E402
+from embedpatch.config import validate_config  # noqa: E402
+from embedpatch.patches.plan import extraction_settings  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "memory"
 DBT = (2457, 1890)

@@ -411,7 +411,7 @@ report(rows=len(table), roi_rows=int(mask.sum()), boxes=boxes, parse_errors=erro
 STAGE = """
 import os
 import embedpatch.dicom.reader as dicom_reader
-import embedpatch.rois.stage as roi_table
+import embedpatch.rois.stage as roi_stage
 opened, header_reads, readers = [], [0], [0]
 timing = {{"read_header_s": 0.0, "check_flips_s": 0.0, "read_filtered_s": 0.0}}
 io_before = {{}}
@@ -437,13 +437,13 @@ def timed(module, name, counter=None):
             if counter is not None:
                 counter[0] += 1
     setattr(module, name, wrapper)
-timed(roi_table, "read_header", header_reads)
-timed(roi_table, "check_flips", readers)
-timed(roi_table, "read_filtered")
+timed(roi_stage, "read_header", header_reads)
+timed(roi_stage, "check_flips", readers)
+timed(roi_stage, "read_filtered")
 out = {out!r}
 os.makedirs(out, exist_ok=True)
 io_start = io_bytes()
-summary = call_stage(roi_table.run_roi_stage, {filtered!r}, out, {cache!r})
+summary = call_stage(roi_stage.run_roi_stage, {filtered!r}, out, {cache!r})
 io_end = io_bytes()
 outside = [p for p in opened if not p.startswith({images!r})]
 report(rows=summary["rows_in"],

@@ -15,7 +15,7 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest of the shards (one batch of them) and their extraction rejections.
 
-    The batch table is written as exam_job.extract_batch writes it, below `results`
+    The batch table is written as patches.batch_job.extract_batch writes it, below `results`
     (patches/batches/), and read back by manifest.manifest_from_batch_tables.
     """
     patches, rejections = read_shards(sorted(str(path) for path in shard_paths))

@@ -2,7 +2,7 @@
 
 `.ci/slurm-up.sh` sets up a one-node cluster as root. Loaded by conftest.py
 (`pytest_plugins`), for tests/workflow/test_slurm.py and the object-store run in
-tests/test_workflow_s3.py.
+tests/workflow/test_workflow_s3.py.
 """
 
 import re

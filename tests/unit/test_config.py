@@ -1,6 +1,5 @@
 """The config is validated against its schema, defaults filled, errors in one line."""
 
-import json
 import subprocess
 import sys
 from importlib import resources
@@ -13,13 +12,10 @@ import embedpatch
 from embedpatch.config import (
     ConfigError,
     config_schema,
-    extraction_settings,
-    negatives_per_image,
     resolve_inputs,
     validate_config,
 )
 from embedpatch.patches.shards import COMPRESSIONS, DEFAULT_COMPRESSION
-from embedpatch.patches.spec import PatchSettings
 from helpers.project import ROOT
 
 
@@ -110,22 +106,6 @@ def test_snakemake_stops_with_one_clear_line(tmp_path):
         "'CC' is not of type 'array', 'null'"
     ]
     assert "Traceback" not in result.stderr
-
-
-def test_negatives_default_on_for_demo_off_for_user_data():
-    assert negatives_per_image(validate_config({})) == 2
-    user = validate_config({"metadata": "m.csv", "dicom_root": "/data"})
-    assert negatives_per_image(user) == 0
-    chosen = {"metadata": "m.csv", "dicom_root": "/d", "patches": {"negatives_per_image": 3}}
-    assert negatives_per_image(validate_config(chosen)) == 3
-
-
-def test_extraction_settings_are_canonical_and_complete():
-    settings = json.loads(extraction_settings(validate_config({})))
-    assert "negatives_per_image" not in settings
-    assert PatchSettings.from_dict(settings).size == 512
-    reordered = validate_config({"patches": {"seed": 0, "size": 512}})
-    assert extraction_settings(reordered) == extraction_settings(validate_config({}))
 
 
 def test_compression_choices_are_the_shard_writers():

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from embedpatch.config import extraction_settings, validate_config
+from embedpatch.config import validate_config
 from embedpatch.patches.batch_job import extract_exam_shard
-from embedpatch.patches.plan import SpecInputs, load_exam_batches
+from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_batches
 from embedpatch.patches.shards import shard_is_complete
 from helpers.user_mode import check_outputs, clean_rows, set_up_run, snakemake, snakemake_command
 

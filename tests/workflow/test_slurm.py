@@ -143,10 +143,10 @@ def test_exams_are_batched_into_few_slurm_jobs(slurm_run, cluster):
         text = path.read_text()
         in_batches |= set(re.findall(r"batch=(b\d+)", text))
         # The job's Snakemake read its batch's published specifications, not every exam's
-        # (it says so when it has to build them all: exam_spec.job_batch_specs).
+        # (it says so when it has to build them all: patches.plan.job_batch_specs).
         assert "no published specifications" not in text, path
     assert in_batches == {path.stem for path in records}
-    # One folder per version of the inputs (exam_spec.publish_batch_specs); one run, one version.
+    # One folder per version of the inputs (patches.plan.publish_batch_specs); one run, one version.
     (published,) = (slurm_run / "results/patches/specs").iterdir()
     assert {path.stem for path in published.glob("b*.json")} == in_batches
     # A batch runs its exams one after another: one CPU, one exam's memory (attempt 1).

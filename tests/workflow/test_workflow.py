@@ -47,7 +47,7 @@ def test_demo_run_logs_every_rule(demo_run):
 
 
 def test_demo_run_rejects_exactly_the_bad_rows_of_the_truth_file(demo_run):
-    """The ROI accounting identities are checked by test_roi_table; here, the reasons."""
+    """The ROI accounting identities are checked by unit/rois/test_roi_stage.py; here, reasons."""
     rejected = pd.read_parquet(demo_run / "results/rois/rejected.parquet")
     truth = json.loads((demo_run / "results/demo/truth.json").read_text())
     expected = {(r["anon_dicom_path"], r["reason"]) for r in truth if r["kind"] == "reject"}

@@ -4,15 +4,10 @@ import sys
 # The library, embedpatch, is installed in the environment running Snakemake (make run:
 # pip install -e .). Rule scripts import it from their own folder, workflow/scripts/,
 # which Snakemake appends to a local script's module search path in every deployment mode.
+from embedpatch.config import ConfigError, resolve_inputs, validate_config
+from embedpatch.filter import preflight
 from embedpatch.io import object_store
-from embedpatch.filter import preflight as path_preflight
-from embedpatch.config import (
-    ConfigError,
-    extraction_settings,
-    negatives_per_image,
-    resolve_inputs,
-    validate_config,
-)
+from embedpatch.patches.plan import extraction_settings, negatives_per_image
 
 try:
     config.update(validate_config(config))
@@ -41,13 +36,13 @@ if REMOTE_INPUTS and config["storage"]["preflight"] and workflow.is_main_process
 # demo cohort, whose table the run builds).
 if not INPUTS.is_demo and config["checks"]["paths"] and workflow.is_main_process:
     try:
-        path_warning = path_preflight.preflight_paths(
+        path_warning = preflight.preflight_paths(
             INPUTS.metadata,
             INPUTS.dicom_root,
             INPUTS.path_rewrite,
             config["checks"]["path_sample"],
         )
-    except path_preflight.PathCheckError as error:
+    except preflight.PathCheckError as error:
         sys.exit(f"Path check: {error}")
     if path_warning:
         print(f"Path check: {path_warning}", file=sys.stderr)
@@ -56,7 +51,7 @@ EXTRACTION_SETTINGS = extraction_settings(config)
 
 
 N_BATCHES = config["patches"]["batches"]
-# Each batch's specifications, written by the main process for its jobs (exam_spec).
+# Each batch's specifications, written by the main process for its jobs (patches.plan).
 SPEC_DIR = f"{RESULTS}/patches/specs"
 
 

@@ -6,15 +6,19 @@ from dataclasses import replace
 
 import pandas as pd
 
+from embedpatch.config import validate_config
 from embedpatch.patches.negative_images import NegativeChoice
 from embedpatch.patches.plan import (
     SpecInputs,
     build_exam_specs,
+    extraction_settings,
     job_batch_specs,
     load_exam_batches,
     negative_candidates,
+    negatives_per_image,
     publish_batch_specs,
 )
+from embedpatch.patches.spec import PatchSettings
 
 
 def image(path: str, acc: int, kind: str = "2D") -> dict:
@@ -149,3 +153,19 @@ def test_a_job_without_published_specifications_says_so(tmp_path, caplog):
     batch = next(iter(load_exam_batches(inputs)))
     job_batch_specs(inputs, batch, tmp_path / "nothing published")
     assert f"no published specifications for {batch}" in caplog.text
+
+
+def test_negatives_default_on_for_demo_off_for_user_data():
+    assert negatives_per_image(validate_config({})) == 2
+    user = validate_config({"metadata": "m.csv", "dicom_root": "/data"})
+    assert negatives_per_image(user) == 0
+    chosen = {"metadata": "m.csv", "dicom_root": "/d", "patches": {"negatives_per_image": 3}}
+    assert negatives_per_image(validate_config(chosen)) == 3
+
+
+def test_extraction_settings_are_canonical_and_complete():
+    settings = json.loads(extraction_settings(validate_config({})))
+    assert "negatives_per_image" not in settings
+    assert PatchSettings.from_dict(settings).size == 512
+    reordered = validate_config({"patches": {"seed": 0, "size": 512}})
+    assert extraction_settings(reordered) == extraction_settings(validate_config({}))

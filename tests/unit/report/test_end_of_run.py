@@ -1,6 +1,6 @@
 """What a run prints when it ends: the summary from summary.json, the failed rules and
 their logs' errors, and the verdict on a run that wrote no patch. The workflow tests of
-tests/test_first_run.py check the same on real runs."""
+tests/workflow/test_first_run.py check the same on real runs."""
 
 import json
 import logging

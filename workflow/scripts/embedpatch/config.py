@@ -11,6 +11,7 @@ schema, `validate_config` checks what a schema cannot say (which inputs go toget
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -20,8 +21,6 @@ import jsonschema
 import yaml
 
 from embedpatch.demo import SOURCE_PREFIX as DEMO_SOURCE_PREFIX
-from embedpatch.patches.negative_images import NegativeChoice
-from embedpatch.patches.spec import PatchSettings
 
 SCHEMA = "config.schema.yaml"
 
@@ -141,28 +140,34 @@ def resolve_inputs(config: Mapping[str, Any]) -> Inputs:
     )
 
 
-DEMO_NEGATIVES_PER_IMAGE = 2
+def _type_text(node: Mapping[str, Any]) -> str:
+    kinds = node.get("type", "")
+    text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds)
+    if "enum" in node:
+        text = " / ".join(f"`{value}`" for value in node["enum"])
+    return text or "see schema"
 
 
-def negatives_per_image(config: Mapping[str, Any]) -> int:
-    """patches.negatives_per_image, where null means on for the demo cohort, off for user data."""
-    chosen = config["patches"]["negatives_per_image"]
-    if chosen is not None:
-        return chosen
-    return DEMO_NEGATIVES_PER_IMAGE if resolve_inputs(config).is_demo else 0
+def _reference_rows(properties: Mapping[str, Any], prefix: str) -> Iterator[str]:
+    for name, node in properties.items():
+        key = f"{prefix}{name}"
+        description = " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
+        default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+        yield f"| `{key}` | {_type_text(node)} | {default} | {description} |"
+        if node.get("type") == "object" and "properties" in node:
+            yield from _reference_rows(node["properties"], f"{key}.")
 
 
-def negative_choice(config: Mapping[str, Any]) -> NegativeChoice:
-    """Where negative windows come from (patches.negative_images)."""
-    return NegativeChoice.from_config(config["patches"]["negative_images"])
-
-
-def extraction_settings(config: Mapping[str, Any]) -> str:
-    """The settings every extraction job gets (patch_spec.PatchSettings), as canonical JSON:
-    a change reruns all exams.
-
-    Left out: negatives_per_image and negative_images (part of each exam's own
-    specification) and batches
-    (which job an exam runs in, not what its shard holds).
-    """
-    return PatchSettings.settings_json(config["patches"])
+def config_reference() -> str:
+    """docs/configuration.md: every key of the schema with its type, default and meaning."""
+    schema = config_schema()
+    rows = "\n".join(_reference_rows(schema["properties"], ""))
+    return (
+        "# Configuration reference\n\n"
+        "Every key `config.yaml` may hold, from the schema the config is validated against\n"
+        "(`workflow/scripts/embedpatch/config.schema.yaml`; this page is generated from it by\n"
+        "`make docs`, and a test keeps the two equal). A key not given takes its default;\n"
+        "a nested key is written `section.key`.\n\n"
+        "| key | type | default | meaning |\n|---|---|---|---|\n"
+        f"{rows}\n"
+    )

@@ -5,7 +5,7 @@ from enum import StrEnum
 
 class FilterReason(StrEnum):
     """Why the metadata filter did not keep an image row, in the order the filter checks: a
-    row failing several checks gets the first (filtering.CHECK_ORDER)."""
+    row failing several checks gets the first (filter.stage.CHECK_ORDER)."""
 
     IMAGE_TYPE = "image_type"  # FinalImageType not 2D / 3D / cview
     CVIEW_EXCLUDED = "cview_excluded"  # C-view row while cview_as_2d is false

@@ -7,7 +7,7 @@ argument). The OpenJPEG library it links statically exports its C API from the
 
 ctypes trusts the struct layouts written here, so the binding is used only when
 it is known to be right: the library's version must be one of CHECKED_VERSIONS
-(whose `opj_image_t` / `opj_image_comp_t` layouts tests/test_openjpeg_region.py
+(whose `opj_image_t` / `opj_image_comp_t` layouts tests/unit/dicom/test_openjpeg_region.py
 checks), and at first use a small codestream encoded by pylibjpeg-openjpeg is
 decoded both ways and compared. Otherwise `available()` is False, with one log
 line saying why, and callers decode whole frames instead.

@@ -1,7 +1,7 @@
 """Stage 1: decide which metadata rows go on to ROI parsing, with one reason per dropped row.
 
 Kept: 2D rows (with or without ROIs), C-view rows when filter.cview_as_2d, and 3D
-rows declaring ROIs (roi_parse.declares_rois, the rule ROI validation uses too: a
+rows declaring ROIs (rois.parse.declares_rois, the rule ROI validation uses too: a
 num_ROI other than 0, or a non-empty ROI_coords or ROI_frames, so that a count or
 frame list that does not match the boxes is reported by ROI validation instead of
 vanishing here). The checks run in CHECK_ORDER and a dropped row gets the first that fails.

@@ -148,7 +148,7 @@ def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
 def manifest_from_batch_tables(
     table_paths: Sequence[str], results: str, filtered_path: str
 ) -> pd.DataFrame:
-    """The manifest of the extraction batches' tables of patches (exam_job.extract_batch
+    """The manifest of the extraction batches' tables of patches (batch_job.extract_batch
     writes one per batch): `shard` made relative to `results`, rows sorted by (shard,
     index), each image's clin_* labels from the filtered table when it has them."""
     manifest = _relative_shards(_batch_tables(table_paths), results)

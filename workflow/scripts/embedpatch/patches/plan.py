@@ -33,15 +33,42 @@ from typing import Any
 import pandas as pd
 
 from embedpatch.bulk import collector_paused
-from embedpatch.config import negative_choice, negatives_per_image
+from embedpatch.config import resolve_inputs
 from embedpatch.geometry import Box, Mirror
 from embedpatch.io.tables import frame_records
 from embedpatch.patches.batches import group_into_batches
 from embedpatch.patches.negative_images import NegativeChoice, negative_images
-from embedpatch.patches.spec import ExamSpec
+from embedpatch.patches.spec import ExamSpec, PatchSettings
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
 
 log = logging.getLogger(__name__)
+
+DEMO_NEGATIVES_PER_IMAGE = 2
+
+
+def negatives_per_image(config: Mapping[str, Any]) -> int:
+    """patches.negatives_per_image, where null means on for the demo cohort, off for user data."""
+    chosen = config["patches"]["negatives_per_image"]
+    if chosen is not None:
+        return chosen
+    return DEMO_NEGATIVES_PER_IMAGE if resolve_inputs(config).is_demo else 0
+
+
+def negative_choice(config: Mapping[str, Any]) -> NegativeChoice:
+    """Where negative windows come from (patches.negative_images)."""
+    return NegativeChoice.from_config(config["patches"]["negative_images"])
+
+
+def extraction_settings(config: Mapping[str, Any]) -> str:
+    """The settings every extraction job gets (spec.PatchSettings), as canonical JSON:
+    a change reruns all exams.
+
+    Left out: negatives_per_image and negative_images (part of each exam's own
+    specification) and batches
+    (which job an exam runs in, not what its shard holds).
+    """
+    return PatchSettings.settings_json(config["patches"])
+
 
 IDENTITY = ["acc_anon", "empi_anon"]
 IMAGE_FIELDS = ["anon_dicom_path", "dicom_path", IMAGE_TYPE, LATERALITY, VIEW]

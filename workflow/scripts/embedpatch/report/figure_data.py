@@ -61,7 +61,7 @@ def reason_counts(rejected: pd.DataFrame) -> pd.DataFrame:
 
 
 def warning_counts(rois: pd.DataFrame) -> pd.Series:
-    """Accepted ROIs carrying each RoiWarning (roi_table.warning_counts, as a Series)."""
+    """Accepted ROIs carrying each RoiWarning (rois.stage.warning_counts, as a Series)."""
     return pd.Series(roi_warning_counts(rois), dtype="int64")
 
 

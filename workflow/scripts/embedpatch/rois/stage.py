@@ -1,6 +1,6 @@
 """Stage 2: turn the filtered table's ROI strings into validated ROIs and recorded rejections.
 
-Only rows whose ROI cells declare anything (roi_parse.declares_rois: a box, a count
+Only rows whose ROI cells declare anything (rois.parse.declares_rois: a box, a count
 other than 0, a frame list; the filter keeps 3D rows by the same rule) are looked at
 further; their image's header gives the real bounds (no pixel data is read) and the
 facts that say how the maintainers' PNG of it was mirrored (coordinate_space), which
@@ -194,7 +194,7 @@ class CheckedRoi:
 
 
 def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
-    """Rows whose ROI cells declare anything (roi_parse.declares_rois); the cells may hold
+    """Rows whose ROI cells declare anything (rois.parse.declares_rois); the cells may hold
     anything (a count that is not a number counts as missing)."""
     count = pa.array(pd.to_numeric(table[ROI_COUNT], errors="coerce").astype("Float64"))
     coords, frames = (
@@ -578,7 +578,7 @@ def run_roi_stage(
     """Read the filtered table, validate its ROIs and write the stage's three outputs.
 
     `dicom_root`: images whose real path (symlinks resolved) leaves it are refused.
-    `cache_path`: the outcome cache (roi_cache) read and replaced; None: none.
+    `cache_path`: the outcome cache (rois.cache) read and replaced; None: none.
     """
     filtered = read_filtered(filtered_path)
     settings = RoiSettings.from_config(rois_config)

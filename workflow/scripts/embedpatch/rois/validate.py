@@ -103,7 +103,7 @@ class ImageBounds:
 class ValidationPolicy:
     """How validation treats ROIs crossing the border, near-duplicate ROIs, boxes with
     swapped axes and frame lists on 2D rows (part of the `rois` config section:
-    roi_table.RoiSettings)."""
+    rois.stage.RoiSettings)."""
 
     border: Literal["clip", "reject"] = "clip"
     near_duplicate_iou: float = 0.7
