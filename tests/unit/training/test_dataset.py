@@ -317,6 +317,33 @@ def test_module_and_dataset_work_without_torch(results):
     assert result.stdout.split()[1:] == [f"({SIZE},", f"{SIZE})"]
 
 
+ALIASES = """
+import warnings
+warnings.simplefilter("error", DeprecationWarning)
+for name in ("embedpatch.dataset", "embedpatch.combine"):
+    try:
+        __import__(name)
+    except DeprecationWarning as warning:
+        print(name, "warns:", warning)
+warnings.simplefilter("ignore", DeprecationWarning)
+import embedpatch.training, embedpatch.dataset, embedpatch.combine
+print(embedpatch.dataset.PatchDataset is embedpatch.training.PatchDataset,
+      embedpatch.dataset.torch_dataset is embedpatch.training.torch_dataset,
+      embedpatch.combine.open_combined is embedpatch.training.open_combined)
+"""
+
+
+def test_the_0_2_import_paths_still_work_and_warn():
+    """embedpatch.dataset and embedpatch.combine are aliases of embedpatch.training until 0.4."""
+    result = subprocess.run(
+        [sys.executable, "-c", ALIASES], capture_output=True, text=True, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("embedpatch.dataset warns: embedpatch.dataset moved")
+    assert lines[1].startswith("embedpatch.combine warns: embedpatch.combine moved")
+    assert lines[2] == "True True True"
+
+
 def loader_batches(dataset, num_workers: int, context: str | None = None) -> tuple:
     torch = pytest.importorskip("torch")
     loader = torch.utils.data.DataLoader(
