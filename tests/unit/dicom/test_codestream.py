@@ -7,6 +7,7 @@ refuses them as unreadable, naming both sizes, without the decoder's allocation.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -59,12 +60,16 @@ def with_header(source: Path, target: Path, **values: int) -> Path:
     return target
 
 
-def frame_bytes(path: Path, frame: int = 0) -> bytes:
-    """Frame `frame`'s encoded bytes, as the reader finds them."""
+@functools.cache
+def frame_bytes(path: Path) -> bytes:
+    """Frame 0's encoded bytes, as the reader finds them."""
     source = LocalFile(path)
-    layout = read_layout(source)
-    index = FrameIndex(source, layout.dataset, layout.value_offset, layout.header.number_of_frames)
-    return index.frame_bytes(frame)
+    try:
+        layout = read_layout(source)
+        frames = layout.header.number_of_frames
+        return FrameIndex(source, layout.dataset, layout.value_offset, frames).frame_bytes(0)
+    finally:
+        source.close()
 
 
 def refusal(path: Path) -> str:
