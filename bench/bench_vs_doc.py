@@ -61,7 +61,7 @@ started = time.perf_counter()
 done = subprocess.run(sys.argv[2:], cwd=sys.argv[1], capture_output=True, text=True)
 wall = time.perf_counter() - started
 if done.returncode:
-    sys.exit(done.stderr[-3000:])
+    sys.exit(done.stdout[-2000:] + done.stderr[-4000:])
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"wall_s": wall, "peak_mb": peak}))
 """
@@ -105,6 +105,7 @@ def make_cohort(name: str, regenerate: bool) -> Path:
                 "FinalImageType": "3D" if is_dbt else "2D",
                 "ImageLateralityFinal": "L",
                 "ViewPosition": "CC",
+                "spot_mag": None,
                 "num_ROI": 2,
                 "ROI_coords": str(BOXES),
                 "ROI_frames": str(FRAMES) if is_dbt else "[]",
@@ -126,11 +127,10 @@ def make_cohort(name: str, regenerate: bool) -> Path:
 
 def measured(command: list[str], cwd: Path) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(cwd), *command],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", MEASURE, str(cwd), *command], capture_output=True, text=True
     )
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     return json.loads(done.stdout)
 
 

@@ -10,6 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from embedpatch.report.figure_data import MISSING
 from embedpatch.report.figures import (
     PLOTS,
     RunTables,
@@ -145,3 +146,24 @@ def test_report_holds_every_figure(demo_run):
     html = report.read_text()
     for name in PLOTS:
         assert f"{name}.png" in html, name
+
+
+def test_a_table_without_manufacturer_is_counted_as_missing(tmp_path):
+    """Only the filter's own columns are required: the counts figure of a table without
+    Manufacturer shows it as missing instead of failing the rule."""
+    path = tmp_path / "filtered.parquet"
+    pd.DataFrame(
+        {
+            "anon_dicom_path": ["a.dcm", "b.dcm"],
+            "dicom_path": ["a.dcm", "b.dcm"],
+            "FinalImageType": ["2D", "3D"],
+            "ViewPosition": ["CC", "MLO"],
+            "ImageLateralityFinal": ["L", "R"],
+        }
+    ).to_parquet(path)
+    filtered = RunTables({"filtered": str(path)}).filtered
+    assert filtered["Manufacturer"].isna().all()
+    figure = counts_figure(filtered)
+    assert figure.texts[0].get_text() == "Image rows kept by the filter: 2"
+    manufacturer_axis = figure.axes[3]
+    assert [label.get_text() for label in manufacturer_axis.get_yticklabels()] == [MISSING]

@@ -30,6 +30,7 @@ import h5py
 import hdf5plugin  # noqa: F401  registers the shards' compression filters with h5py
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
@@ -731,7 +732,11 @@ class RunTables:
 
     @cached_property
     def filtered(self) -> pd.DataFrame:
-        return read_columns(self.inputs["filtered"], FILTERED_COLUMNS)
+        """The filtered table's columns figures use; a count column the user's table lacks
+        (only the filter's own columns are required) is read as all missing."""
+        present = set(pq.read_schema(self.inputs["filtered"]).names)
+        table = read_columns(self.inputs["filtered"], [c for c in FILTERED_COLUMNS if c in present])
+        return table.reindex(columns=FILTERED_COLUMNS)
 
     @cached_property
     def rois(self) -> pd.DataFrame:
