@@ -140,7 +140,7 @@ def rule_times(workdir: Path) -> dict[str, float]:
     for record in (workdir / ".snakemake" / "metadata").iterdir():
         data = json.loads(record.read_text())
         if data.get("starttime") and data.get("endtime"):
-            jobs[(data["rule"], data["starttime"])] = data["endtime"] - data["starttime"]
+            jobs[(data["rule"], round(data["starttime"], 2))] = data["endtime"] - data["starttime"]
     times = collections.defaultdict(float)
     for (rule, _), seconds in jobs.items():
         times[rule] += seconds
