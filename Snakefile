@@ -31,7 +31,6 @@ rule all:
         rules.check_run.output,
         rules.plot_tables.output,
         rules.plot_images.output,
-        rules.evaluate_flip_check.output,
         DATASET_TARGETS,
 
 

@@ -167,3 +167,20 @@ def test_a_table_without_manufacturer_is_counted_as_missing(tmp_path):
     assert figure.texts[0].get_text() == "Image rows kept by the filter: 2"
     manufacturer_axis = figure.axes[3]
     assert [label.get_text() for label in manufacturer_axis.get_yticklabels()] == [MISSING]
+
+
+@pytest.mark.workflow
+def test_flip_check_evaluation_is_a_target_of_its_own(demo_run, tmp_path):
+    """The phantom evaluation does not depend on the cohort: not in the default run, made
+    on request with the run's thresholds."""
+    assert not (demo_run / "results/rois/flip_check_evaluation.json").exists()
+    workdir = tmp_path / "evaluation"
+    workdir.mkdir()
+    result = run_snakemake(workdir, "evaluate_flip_check")
+    assert result.returncode == 0, result.stderr[-4000:]
+    scores = json.loads((workdir / "results/rois/flip_check_evaluation.json").read_text())
+    assert scores["images"] == 300 and scores["transformed_boxes"] > 0
+    assert scores["check_recall_off_breast"] > 0.5
+    assert not (workdir / "results/patches").exists()
+    width, height = png_size(workdir / "results/figures/flip_check_evaluation.png")
+    assert width >= 300 and height >= 200

@@ -3,7 +3,8 @@
 # (`snakemake --report report.html`). They read the small tables written after
 # collect_patches, and only a bounded, seeded sample of shards and images.
 # evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
-# synthetic images whose truth is known (embedpatch.demo.flip_evaluation).
+# synthetic images whose truth is known (embedpatch.demo.flip_evaluation). It does not
+# depend on the user's data, so it is not in `rule all`: `snakemake evaluate_flip_check`.
 
 # Rule -> figure name (its output name and PNG stem) -> report category.
 FIGURES = {
