@@ -1,4 +1,4 @@
-"""Benchmark reading patches for training: PatchDataset, the combined VDS file, DataLoader.
+"""Benchmark reading patches for training: PatchDataset, the combined file, DataLoader.
 
 Data: `--patches` 512 x 512 uint16 windows of full-size 12-bit phantom mammograms
 (bench_shards.phantom_patches), `--per-shard` to an exam shard, written with
@@ -11,8 +11,7 @@ not the disk.
 Measured, with the growth of resident memory: random single-patch reads (a random
 permutation) and sequential reads (manifest order) through PatchDataset, with the
 default cache of open shards and with every shard kept open; the same through the
-combined file's virtual dataset, opened by plain h5py (HDF5's default 8 MiB chunk
-cache per source) and by open_combined (none); one shuffled epoch of a torch
+combined file (`open_combined`), plus 64-patch slices; one shuffled epoch of a torch
 DataLoader (batch 32) at num_workers 0 and 2.
 
 Usage: .venv/bin/python bench/bench_reads.py [--patches N] [--per-shard N] [--random-reads N]
@@ -27,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -90,10 +88,6 @@ def loader_epoch(dataset: PatchDataset, num_workers: int) -> tuple[int, float, f
     return count, time.perf_counter() - started, rss_mb() - memory
 
 
-def open_files() -> int:
-    return len(list(Path("/proc/self/fd").iterdir()))
-
-
 Row = tuple[str, int, float, float]  # what, patches, seconds, resident memory growth (MB)
 
 
@@ -110,25 +104,20 @@ def dataset_rows(shuffled: np.ndarray, n_shards: int) -> list[Row]:
     return rows
 
 
-def combined_rows(shuffled: np.ndarray) -> list[Row]:
-    """The combined file's VDS: random, sequential, 64-patch slices, per way of opening."""
+def combined_rows(shuffled: np.ndarray, n_shards: int) -> list[Row]:
+    """The combined file: random, sequential, 64-patch slices, per cache of open shards."""
     combined = RESULTS / "patches_combined.h5"
-    openers = {
-        "h5py.File": lambda: h5py.File(combined, "r"),
-        "open_combined": lambda: open_combined(combined),
-    }
     rows = []
-    for opener, open_file in openers.items():
-        before = open_files()
-        with open_file() as file:
+    for cache_size in (DEFAULT_CACHE_SIZE, n_shards):
+        label = f"cache {cache_size} shards"
+        with open_combined(combined, cache_size=cache_size) as file:
             patches = file["patches"]
             in_order = range(len(patches))
-            rows.append((f"VDS random, {opener}", *timed(patches.__getitem__, shuffled)))
-            rows.append((f"VDS sequential, {opener}", *timed(patches.__getitem__, in_order)))
+            rows.append((f"combined random, {label}", *timed(patches.__getitem__, shuffled)))
+            rows.append((f"combined sequential, {label}", *timed(patches.__getitem__, in_order)))
             slices = [slice(start, start + 64) for start in range(0, len(patches), 64)]
             _, seconds, memory = timed(patches.__getitem__, slices)
-            rows.append((f"VDS 64-patch slices, {opener}", len(patches), seconds, memory))
-            print(f"{opener}: the VDS holds {open_files() - before} files open")
+            rows.append((f"combined 64-patch slices, {label}", len(patches), seconds, memory))
     return rows
 
 
@@ -169,7 +158,9 @@ def main() -> None:
     warm = PatchDataset(RESULTS, cache_size=len(shards))
     timed(warm.patch, range(len(warm)))  # the page cache
     warm.close()
-    rows = dataset_rows(shuffled, len(shards)) + combined_rows(shuffled) + loader_rows()
+    rows = (
+        dataset_rows(shuffled, len(shards)) + combined_rows(shuffled, len(shards)) + loader_rows()
+    )
     print(f"{'read':<50}{'patches':>8}{'patches/s':>10}{'ms/patch':>9}{'MB/s':>6}{'RSS +MB':>8}")
     for name, count, seconds, memory in rows:
         rate = count / seconds

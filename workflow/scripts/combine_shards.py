@@ -1,4 +1,4 @@
-"""Snakemake script of rule combine_shards: every shard's patches as one virtual dataset."""
+"""Snakemake script of rule combine_shards: one index of every shard's patches."""
 
 from embedpatch.logs import run_logged
 from embedpatch.training.combined import combine_shards

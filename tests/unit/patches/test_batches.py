@@ -229,9 +229,11 @@ def test_a_recheck_decides_from_the_batch_state_without_opening_shards(batch):
     assert not shard_is_complete(folder / f"{damaged}.h5")
     # The batch table is whole all the same: the rows come from the state.
     assert len(pd.read_parquet(folder / "batches/b0.parquet")) == 3
-    # Verifying opens every shard: it finds the damaged one and deletes it, and the
-    # next re-check rewrites it.
+    # Verifying opens every shard: it finds the damaged one and deletes it with its
+    # batch's record (Snakemake then reruns the batch), and the batch rewrites it.
+    assert (folder / "batches/b0.json").is_file()
     assert verify_shards(str(folder)) == [str(folder / f"{damaged}.h5")]
+    assert not (folder / "batches/b0.json").exists()
     assert run_batch(specs, folder)["extracted"] == 1
     assert shard_is_complete(folder / f"{damaged}.h5")
 

@@ -358,7 +358,9 @@ def loader_batches(dataset, num_workers: int, context: str | None = None) -> tup
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("num_workers", "context"), [(0, None), (2, "fork"), (2, "spawn")], ids=str
+    ("num_workers", "context"),
+    [(0, None), (2, "fork"), (2, "spawn"), (2, "forkserver")],
+    ids=str,
 )
 def test_torch_loader_returns_exactly_the_serial_patches(results, num_workers, context):
     pytest.importorskip("torch")

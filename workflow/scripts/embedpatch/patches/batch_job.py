@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 SHARD_NAME = re.compile(r"^(\d+)\.h5$")
 STATE_DIR = "state"
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version 2: info rows with `patches_sha256` (shard schema 4); older states are ignored."""
 
 
 class BatchError(RuntimeError):
@@ -130,13 +131,15 @@ def _images_newer_than(spec_json: str, when_ns: int) -> bool:
 
 def shard_is_current(shard_path: str | Path, spec_json: str, settings_json: str) -> bool:
     """Whether `shard_path` is what extraction would write again, found by opening it: a
-    complete shard made from this specification and these settings, no image of the exam
-    newer, and none that the object store failed to serve (those are tried again)."""
-    from embedpatch.patches.shards import complete_shard_attrs
+    complete shard of the current schema made from this specification and these
+    settings, no image of the exam newer, and none that the object store failed to serve
+    (those are tried again)."""
+    from embedpatch.patches.shards import SCHEMA_VERSION, complete_shard_attrs
 
     attrs = complete_shard_attrs(shard_path)
     return (
         attrs is not None
+        and attrs.get("schema_version") == SCHEMA_VERSION
         and attrs.get("spec_hash") == spec_hash(spec_json)
         and attrs.get("config_hash") == sha256(settings_json)
         and not attrs.get("unavailable_images")
@@ -366,10 +369,27 @@ def _write_record(
         temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def _forget_batches_of(shard_dir: Path, exams: set[str]) -> list[str]:
+    """Delete the batch records (Snakemake outputs) listing any of `exams` (acc_anon), so
+    that the next run reruns those batches and what is built on them (manifest, combined
+    file); the batches' names."""
+    forgotten = []
+    for record in sorted((shard_dir / "batches").glob("*.json")):
+        try:
+            listed = set(json.loads(record.read_text())["exams"])
+        except (OSError, ValueError, KeyError):
+            listed = exams  # unreadable: rerun that batch too
+        if listed & exams:
+            record.unlink()
+            forgotten.append(record.stem)
+    return forgotten
+
+
 def verify_shards(shard_dir: str, report_path: str | None = None) -> list[str]:
     """Open and read every shard of `shard_dir` whole (each patch decompressed); delete
-    those that fail, so that the next re-check (`snakemake -R extract_patches`) rewrites
-    them. The damaged shards' paths, also written to `report_path` (JSON) when given."""
+    those that fail, and the records of their batches, so that the next run rewrites them
+    and rebuilds the manifest and the combined file. The damaged shards' paths, also
+    written to `report_path` (JSON) when given."""
     from embedpatch.patches.shards import ShardError, read_shard
 
     shards = sorted(Path(shard_dir).glob("*.h5"))
@@ -381,7 +401,14 @@ def verify_shards(shard_dir: str, report_path: str | None = None) -> list[str]:
             log.warning("%s: %s; deleted", path, error)
             path.unlink()
             damaged.append(str(path))
-    log.info("%d shards read, %d damaged and deleted", len(shards), len(damaged))
+    exams = {Path(path).stem for path in damaged}
+    rerun = _forget_batches_of(Path(shard_dir), exams) if damaged else []
+    log.info(
+        "%d shards read, %d damaged and deleted; batches to rerun: %s",
+        len(shards),
+        len(damaged),
+        rerun,
+    )
     if report_path:
         with atomic_output(report_path) as temporary:
             report = {"shards": len(shards), "damaged": damaged}

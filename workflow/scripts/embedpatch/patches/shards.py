@@ -1,6 +1,6 @@
 """One HDF5 shard per exam: its patches, one info row per patch, the images refused, provenance.
 
-Layout (SCHEMA_VERSION 3):
+Layout (SCHEMA_VERSION 4):
 - dataset "patches": (N, size, size), one patch per chunk (1, size, size), maxshape
   (None, size, size) so N = 0 is a valid empty dataset; filters from COMPRESSIONS.
   Its dtype is the exam's (`common_dtype` of its images' dtypes, native byte order).
@@ -8,14 +8,19 @@ Layout (SCHEMA_VERSION 3):
   field per column in table order, int64 or UTF-8 variable-length strings; a missing
   string is stored as "" and read back as missing (no column uses "" as a value).
   info's `dtype` column names the dtype of `patches` on every row ("uint16"), so
-  that the manifest, built from the info rows, has it without opening the shards.
+  that the manifest, built from the info rows, has it without opening the shards;
+  its `patches_sha256` column, likewise, holds the shard's `patches_digest` (version 4).
   Version 2 kept each table as a group of one dataset per column (its attribute
   "columns" giving their order), 27 HDF5 objects per shard against 2: one image's
   extraction took 8.1 ms of CPU then, 5.3-6.6 ms now (bench/bench_batch_cpu.py). Version 2
-  shards are still read; new shards are written as version 3.
+  and 3 shards are still read; new shards are written as version 4, and extraction
+  rewrites older ones (their patches have no digest).
 - file attributes: schema_version, config_hash, config (JSON), compression,
   package_versions (JSON), acc_anon, empi_anon, n_patches, n_roi_patches,
-  n_negative_patches, n_rejected_images, and last "complete" = True.
+  n_negative_patches, n_rejected_images, patches_sha256, and last "complete" = True.
+`patches_sha256` identifies the shard's pixels: the manifest and the combined file record
+it, and the training readers refuse a shard whose attribute differs (a shard replaced
+or rewritten after them), rather than serve other pixels.
 No timestamps anywhere (track_times=False): the same exam gives a byte-identical
 file. The file is written under a temporary name beside the final one and moved
 into place only once closed (`atomic.atomic_output`), so a reader never sees half a
@@ -29,6 +34,7 @@ beside the package's readers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,8 +52,8 @@ import pandas as pd
 from embedpatch.io.atomic import atomic_output
 from embedpatch.vocab import BOX_COLUMNS
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = frozenset({2, SCHEMA_VERSION})
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = frozenset({2, 3, SCHEMA_VERSION})
 _BLOSC = hdf5plugin.Blosc
 COMPRESSIONS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -78,6 +84,7 @@ RESERVED_ATTRS = frozenset(
         "n_roi_patches",
         "n_negative_patches",
         "n_rejected_images",
+        "patches_sha256",
         "complete",
     }
 )
@@ -114,6 +121,7 @@ INFO_COLUMNS = [
     "padding",
     "label",
     "dtype",
+    "patches_sha256",
 ]
 INFO_STRING_COLUMNS = {
     "anon_dicom_path",
@@ -123,6 +131,7 @@ INFO_STRING_COLUMNS = {
     "padding",
     "label",
     "dtype",
+    "patches_sha256",
 }
 INFO_INT_COLUMNS = [name for name in INFO_COLUMNS if name not in INFO_STRING_COLUMNS]
 
@@ -179,11 +188,19 @@ def dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
 
 
+def patches_digest(patches: np.ndarray) -> str:
+    """Hex SHA-256 of a shard's patches: their dtype name, shape and bytes (C order)."""
+    digest = hashlib.sha256(f"{dtype_name(patches.dtype)} {patches.shape}".encode())
+    digest.update(np.ascontiguousarray(patches).data)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True, eq=False)
 class ExamPatches:
     """One exam's patches (N, size, size), one info row per patch, one row per image refused.
 
-    The info's `dtype` column is set here from `patches` (whatever the caller put there).
+    The info's `dtype` and `patches_sha256` columns are set here from `patches`
+    (whatever the caller put there).
     """
 
     acc_anon: int
@@ -193,8 +210,19 @@ class ExamPatches:
     rejections: pd.DataFrame  # extract.REJECTION_COLUMNS
 
     def __post_init__(self) -> None:
-        dtype = pd.Series(dtype_name(self.patches.dtype), index=self.info.index, dtype="str")
-        object.__setattr__(self, "info", self.info.assign(dtype=dtype))
+        def column(value: str) -> pd.Series:
+            return pd.Series(value, index=self.info.index, dtype="str")
+
+        info = self.info.assign(
+            dtype=column(dtype_name(self.patches.dtype)),
+            patches_sha256=column(self.digest),
+        )
+        object.__setattr__(self, "info", info)
+
+    @property
+    def digest(self) -> str:
+        """The `patches_digest` of the exam's patches."""
+        return patches_digest(self.patches)
 
 
 class ShardError(ValueError):
@@ -275,6 +303,9 @@ def _file_attrs(exam: ExamPatches, attrs: Mapping[str, Any], compression: str) -
         raise ValueError(f"attrs need config_hash and config, and none of {clashes}")
     config = attrs["config"]
     labels = exam.info["label"]
+    digest = exam.digest
+    if (exam.info["patches_sha256"] != digest).any():
+        raise ValueError("the patches changed after their info rows were made")
     return {
         "schema_version": SCHEMA_VERSION,
         **attrs,
@@ -287,6 +318,7 @@ def _file_attrs(exam: ExamPatches, attrs: Mapping[str, Any], compression: str) -
         "n_roi_patches": np.int64((labels == "roi").sum()),
         "n_negative_patches": np.int64((labels == "negative").sum()),
         "n_rejected_images": np.int64(len(exam.rejections)),
+        "patches_sha256": digest,
     }
 
 

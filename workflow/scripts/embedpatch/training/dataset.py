@@ -4,42 +4,32 @@
 patient split, any clinical condition) and reads each patch from its shard on demand,
 as stored (its manifest row's `dtype`: images of several pixel types give patches of
 several dtypes) or cast to one dtype that holds every selected patch exactly.
-Shards are opened lazily and kept open in a small per-process LRU cache. The dataset
-is safe to fork and to pickle: pickling drops the open files, and a process that finds
-itself with files its parent opened (a fork: DataLoader workers, multiprocessing)
-closes its copies and opens its own. `as_torch` / `torch_dataset` wrap it for
-`torch.utils.data.DataLoader`; torch is imported only when a torch item is read.
+Shards are read through a `ShardPool` (embedpatch.training.shard_pool): opened on
+demand, kept open in a small per-process LRU cache, each checked against the manifest's
+`patches_sha256` when opened, so a shard deleted or replaced after the manifest was
+written is an error naming it, never other pixels; safe to fork and to pickle.
+`as_torch` / `torch_dataset` wrap it for `torch.utils.data.DataLoader`; torch is
+imported only when a torch item is read.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
-import hdf5plugin  # noqa: F401 - registers the Blosc filter the shards are written with
 import numpy as np
 import pandas as pd
 
 from embedpatch.patches.shards import casts_losslessly, common_dtype
+from embedpatch.training.shard_pool import DEFAULT_CACHE_SIZE, REBUILD, Locking, ShardPool
 from embedpatch.training.splits import SPLITS, SPLITS_FILE, read_splits
 
 MANIFEST_FILE = "manifest.parquet"
-DEFAULT_CACHE_SIZE = 64
-"""Shards each process keeps open (a file descriptor and ~0.6 MB of HDF5 metadata cache each)."""
 
 Selection = str | Iterable[str] | None
 Where = str | Callable[[pd.DataFrame], Any] | None
-Locking = bool | str | None
-"""h5py's `locking`. None, the default: HDF5's own (locks taken, and ignored where the
-file system has them disabled), which is what a plain `h5py.File(path)` uses, so the
-user's own opens of a shard work beside the dataset's (HDF5 refuses to open one file
-twice in a process with other locking flags). Where locking fails on a network file
-system, set HDF5_USE_FILE_LOCKING=FALSE: it applies to every open of the process."""
 
 
 def manifest_path(source: str | Path) -> Path:
@@ -99,12 +89,6 @@ def _column_array(values: pd.Series) -> np.ndarray:
     return values.to_numpy(object, na_value=None)
 
 
-def _open_patches(path: str, locking: Locking) -> h5py.Dataset:
-    """A shard's `patches`, read-only, without a chunk cache: a patch is one chunk read once
-    an epoch, and HDF5 2's default 8 MiB cache per open shard would keep every patch read."""
-    return h5py.File(path, "r", locking=locking, rdcc_nbytes=0)["patches"]
-
-
 def served_dtype(manifest: pd.DataFrame, dtype: Any) -> np.dtype | None:
     """The dtype patches of `manifest` are served in: None (each as stored), the lossless
     common dtype of those stored ("common"), or `dtype` itself, after checking that every
@@ -144,8 +128,10 @@ class PatchDataset:
     (its row's `dtype`), "common" casts every patch to the lossless common dtype of the
     selection (as the combined file does), a numpy dtype to that one, refused unless
     every selected patch fits it exactly (`dataset.dtype` is the one served, or None).
-    `transform` is applied to each patch, after the cast. `locking`: how shards are
-    opened (`Locking`; the default lets plain h5py open them beside the dataset).
+    `transform` is applied to each patch, after the cast. `cache_size`: shards kept open
+    per process; `locking`: how shards are opened (`Locking`; the default lets plain
+    h5py open them beside the dataset). A shard missing or other than the manifest's
+    (`patches_sha256`) raises MissingShardError or StaleShardError when read.
     The selected rows are `dataset.manifest`; row i describes item i.
     """
 
@@ -165,8 +151,6 @@ class PatchDataset:
         cache_size: int = DEFAULT_CACHE_SIZE,
         locking: Locking = None,
     ) -> None:
-        if cache_size < 1:
-            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         path = manifest_path(source)
         self.root = path.parent
         manifest = pd.read_parquet(path, dtype_backend="numpy_nullable")
@@ -183,19 +167,19 @@ class PatchDataset:
         self.manifest = select_patches(manifest, selections, where, known={"split": SPLITS})
         self.dtype = served_dtype(self.manifest, dtype)
         self.transform = transform
-        self.cache_size = cache_size
-        self.locking = locking
+        if "patches_sha256" not in self.manifest:
+            raise ValueError(f"{path}: a manifest without patches_sha256 (older); {REBUILD}")
         codes, shards = pd.factorize(self.manifest["shard"])
+        digests = self.manifest.groupby(codes, sort=True)["patches_sha256"].first()
         self._shard_codes = codes
-        self._shard_paths = [str(self.root / shard) for shard in shards]
         self._indexes = self.manifest["index"].to_numpy(np.int64)
         self._columns = {name: _column_array(self.manifest[name]) for name in self.manifest}
-        self._new_cache()
-
-    def _new_cache(self) -> None:
-        """Start this process's cache of open shards (shard code -> its patches dataset)."""
-        self._cache: OrderedDict[int, h5py.Dataset] = OrderedDict()
-        self._pid = os.getpid()
+        self.shards = ShardPool(
+            [str(self.root / shard) for shard in shards],
+            digests.tolist(),
+            cache_size=cache_size,
+            locking=locking,
+        )
 
     def __len__(self) -> int:
         return len(self._indexes)
@@ -208,36 +192,12 @@ class PatchDataset:
     def patch(self, position: int) -> np.ndarray:
         """The patch of item `position`, as stored or cast to `dtype` (no transform)."""
         index = self._indexes[position]  # IndexError before any file is opened
-        patch = self._patches(int(self._shard_codes[position]))[index]
+        patch = self.shards.patches(int(self._shard_codes[position]))[index]
         return patch if self.dtype is None else patch.astype(self.dtype, copy=False)
-
-    def _patches(self, code: int) -> h5py.Dataset:
-        """The `patches` dataset of shard `code`, opened by this very process."""
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
-            self.close()
-            self._new_cache()
-        patches = self._cache.get(code)
-        if patches is not None:
-            self._cache.move_to_end(code)
-            return patches
-        patches = self._cache[code] = _open_patches(self._shard_paths[code], self.locking)
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)[1].file.close()
-        return patches
 
     def close(self) -> None:
         """Close the shards this object holds open (reading reopens them)."""
-        while self._cache:
-            self._cache.popitem()[1].file.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_cache"], state["_pid"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._new_cache()
+        self.shards.close()
 
 
 def _missing_value(dtype: Any) -> Any:
