@@ -50,7 +50,6 @@ NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
 
 
-N_BATCHES = config["patches"]["batches"]
 # Each batch's specifications, written by the main process for its jobs (patches.plan).
 SPEC_DIR = f"{RESULTS}/patches/specs"
 
@@ -83,6 +82,11 @@ def batch_specs(wildcards):
     from embedpatch.patches.plan import job_batch_specs
 
     return job_batch_specs(spec_inputs(), wildcards.batch, SPEC_DIR)
+
+
+def n_batches(wildcards):
+    """The number of batches (patches.batches, "auto" resolved against stage 2's exams)."""
+    return spec_inputs().n_batches
 
 
 def batch_outputs(wildcards):

@@ -1,4 +1,4 @@
-# Stage 3: one HDF5 shard per exam, written by a fixed number of batch jobs, then the
+# Stage 3: one HDF5 shard per exam, written by batch jobs (patches.batches), then the
 # manifest of every patch. An exam's batch is a hash of its acc_anon (embedpatch.patches.batches):
 # each job carries its exams' specifications (embedpatch.patches.spec) as a param, so only
 # batches whose specifications changed rerun, and inside them only missing or stale
@@ -27,7 +27,7 @@ rule extract_patches:
         exams=batch_specs,
         settings=EXTRACTION_SETTINGS,
         shard_dir=shard_dir,
-        n_batches=N_BATCHES,
+        n_batches=n_batches,
         dicom_root=INPUTS.dicom_root,
     script:
         "../scripts/extract_patches.py"

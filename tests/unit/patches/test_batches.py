@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 
 from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.patches.batch_job import BatchError, extract_batch, verify_shards
-from embedpatch.patches.batches import batch_name, group_into_batches
+from embedpatch.patches.batches import (
+    AUTO_MAX_BATCHES,
+    auto_batch_count,
+    batch_name,
+    group_into_batches,
+)
 from embedpatch.patches.shards import read_shard_tables, shard_is_complete
 
 SETTINGS = json.dumps(
@@ -50,6 +55,19 @@ def test_new_exams_never_move_old_ones(old, new, n_batches):
         assert exams.items() <= after[batch].items()
     assert sorted(acc for exams in after.values() for acc in exams) == sorted(old | new)
     assert all(exams for exams in after.values())
+
+
+@given(st.integers(1, 10**6), st.integers(0, 10**6))
+def test_auto_batches_grow_in_powers_of_two_with_the_cohort(n_exams, more):
+    count = auto_batch_count(n_exams)
+    assert count & (count - 1) == 0 and 1 <= count <= min(n_exams, AUTO_MAX_BATCHES)
+    assert count <= max(2, n_exams // 4)  # no job of fewer than 4 exams beyond the first two
+    assert count <= auto_batch_count(n_exams + more)  # never fewer for a larger cohort
+
+
+def test_auto_batches_of_small_and_large_cohorts():
+    counts = {n: auto_batch_count(n) for n in (1, 2, 4, 12, 100, 10_000)}
+    assert counts == {1: 1, 2: 2, 4: 2, 12: 2, 100: 16, 10_000: 256}
 
 
 def test_batch_count_below_one_is_refused():

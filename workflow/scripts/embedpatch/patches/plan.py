@@ -36,7 +36,7 @@ from embedpatch.bulk import collector_paused
 from embedpatch.config import resolve_inputs
 from embedpatch.geometry import Box, Mirror
 from embedpatch.io.tables import frame_records
-from embedpatch.patches.batches import group_into_batches
+from embedpatch.patches.batches import auto_batch_count, group_into_batches
 from embedpatch.patches.negative_images import NegativeChoice, negative_images
 from embedpatch.patches.spec import ExamSpec, PatchSettings
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
@@ -161,6 +161,20 @@ def _read(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns, dtype_backend="numpy_nullable")
 
 
+def batch_count(setting: int | str, rois: str) -> int:
+    """The configured number of batches, or for "auto" the one sized to the exams of the
+    ROI table (`auto_batch_count`)."""
+    if setting != "auto":
+        return int(setting)
+    return auto_batch_count(_exam_count(rois, Path(rois).stat().st_mtime_ns))
+
+
+@cache
+def _exam_count(rois: str, version: int) -> int:
+    """Exams of the ROI table (read once per process and file version)."""
+    return pd.read_parquet(rois, columns=["acc_anon"])["acc_anon"].nunique()
+
+
 @dataclass(frozen=True)
 class SpecInputs:
     """What the exams' specifications are built from: the stage-2 tables, the filtered
@@ -186,7 +200,7 @@ class SpecInputs:
             negatives_per_image=negatives_per_image(config),
             negative_choice=negative_choice(config),
             seed=config["patches"]["seed"],
-            n_batches=config["patches"]["batches"],
+            n_batches=batch_count(config["patches"]["batches"], rois),
         )
 
     def stamp(self) -> tuple[int, ...]:
