@@ -182,5 +182,6 @@ def test_flip_check_evaluation_is_a_target_of_its_own(demo_run, tmp_path):
     assert scores["images"] == 300 and scores["transformed_boxes"] > 0
     assert scores["check_recall_off_breast"] > 0.5
     assert not (workdir / "results/patches").exists()
+    assert (workdir / "results/logs/evaluate_flip_check.log").stat().st_size > 0
     width, height = png_size(workdir / "results/figures/flip_check_evaluation.png")
     assert width >= 300 and height >= 200
