@@ -1,6 +1,6 @@
 # Training side, after the manifest: patient-level splits (splits.parquet) and, with
-# dataset.combined, one HDF5 file indexing every shard's patches (no pixel copied; read
-# through embedpatch.training.open_combined, which verifies each shard it opens). Read both with embedpatch.training.dataset (see docs/training.md).
+# dataset.combined, one HDF5 file indexing every shard's patches (no pixel copied). Read
+# them with embedpatch.training (PatchDataset, open_combined; see docs/training.md).
 
 # What `rule all` asks for.
 DATASET_TARGETS = [f"{RESULTS}/splits.parquet"] + (

@@ -38,7 +38,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -200,7 +200,7 @@ class ExamPatches:
     """One exam's patches (N, size, size), one info row per patch, one row per image refused.
 
     The info's `dtype` and `patches_sha256` columns are set here from `patches`
-    (whatever the caller put there).
+    (whatever the caller put there); `digest` is their `patches_digest`, computed once.
     """
 
     acc_anon: int
@@ -208,21 +208,18 @@ class ExamPatches:
     patches: np.ndarray
     info: pd.DataFrame  # INFO_COLUMNS; row i describes patches[i]
     rejections: pd.DataFrame  # extract.REJECTION_COLUMNS
+    digest: str = field(init=False)
 
     def __post_init__(self) -> None:
         def column(value: str) -> pd.Series:
             return pd.Series(value, index=self.info.index, dtype="str")
 
+        object.__setattr__(self, "digest", patches_digest(self.patches))
         info = self.info.assign(
             dtype=column(dtype_name(self.patches.dtype)),
             patches_sha256=column(self.digest),
         )
         object.__setattr__(self, "info", info)
-
-    @property
-    def digest(self) -> str:
-        """The `patches_digest` of the exam's patches."""
-        return patches_digest(self.patches)
 
 
 class ShardError(ValueError):
@@ -303,9 +300,6 @@ def _file_attrs(exam: ExamPatches, attrs: Mapping[str, Any], compression: str) -
         raise ValueError(f"attrs need config_hash and config, and none of {clashes}")
     config = attrs["config"]
     labels = exam.info["label"]
-    digest = exam.digest
-    if (exam.info["patches_sha256"] != digest).any():
-        raise ValueError("the patches changed after their info rows were made")
     return {
         "schema_version": SCHEMA_VERSION,
         **attrs,
@@ -318,7 +312,7 @@ def _file_attrs(exam: ExamPatches, attrs: Mapping[str, Any], compression: str) -
         "n_roi_patches": np.int64((labels == "roi").sum()),
         "n_negative_patches": np.int64((labels == "negative").sum()),
         "n_rejected_images": np.int64(len(exam.rejections)),
-        "patches_sha256": digest,
+        "patches_sha256": exam.digest,
     }
 
 
