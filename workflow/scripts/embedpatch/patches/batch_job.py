@@ -16,7 +16,6 @@ that keeps a file's size and time (a flipped bit) is found only by opening the s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -30,7 +29,7 @@ from embedpatch.io import object_store
 from embedpatch.io.atomic import atomic_output
 from embedpatch.logs import with_progress
 from embedpatch.patches.batches import batch_name
-from embedpatch.patches.spec import canonical_json
+from embedpatch.patches.identity import sha256, spec_hash
 from embedpatch.reasons import RETRIED_NEXT_RUN
 
 if TYPE_CHECKING:
@@ -48,21 +47,6 @@ STATE_VERSION = 2
 
 class BatchError(RuntimeError):
     """Some exams of a batch failed; the others' shards are written."""
-
-
-def sha256(text: str) -> str:
-    """Hex SHA-256 of a text (the canonical JSON of a spec or of the settings)."""
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def spec_hash(spec_json: str) -> str:
-    """Hash of what decides an exam's patches: its specification without where each image
-    is read from (`dicom_path`), so a copy of the images elsewhere (another disk, a
-    bucket) gives the same shards; an image is identified by its anon_dicom_path."""
-    spec = json.loads(spec_json)
-    for image in spec["images"]:
-        image.pop("dicom_path", None)
-    return sha256(canonical_json(spec))
 
 
 def extract_exam_shard(

@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from embedpatch.geometry import Box
+from embedpatch.patches.identity import canonical_json
 from embedpatch.vocab import FLAT_TYPES, IMAGE_TYPE, IMAGE_TYPES, LATERALITY, VIEW
 
 PADDING_MODES = ("tissue", "black")
@@ -51,11 +52,6 @@ SpecBox = tuple[StrictInt, StrictInt, StrictInt, StrictInt]
 
 class SpecError(ValueError):
     """A malformed exam specification or patch settings: a bug upstream, never data."""
-
-
-def canonical_json(data: Any) -> str:
-    """The one JSON text of `data`: keys sorted, no spaces (its hash identifies the content)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def _problem(error: Mapping[str, Any]) -> str:
