@@ -10,6 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from embedpatch.report.figure_cache import FIGURE_SOURCES
 from embedpatch.report.figure_data import MISSING
 from embedpatch.report.figures import (
     PLOTS,
@@ -101,6 +102,25 @@ def test_summary_counts_equal_the_tables(demo_run):
     assert funnel["rows_in"]["total"] == summary["filter"]["rows_in"]
     assert funnel["rois_declared"]["total"] == summary["rois"]["rois_declared"]
     assert funnel["patches"]["total"] == summary["patches"]["patches"]
+
+
+RUN_TABLES = {
+    "summary": "summary.json",
+    "filtered": "metadata/filtered.parquet",
+    "rois": "rois/rois.parquet",
+    "rejected": "rois/rejected.parquet",
+    "manifest": "manifest.parquet",
+}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("name", sorted(FIGURE_SOURCES))
+def test_a_cached_figure_is_drawn_from_the_tables_its_key_covers(demo_run, tmp_path, name):
+    """The figure cache keys a figure on FIGURE_SOURCES: drawing it needs no other input."""
+    results = demo_run / "results"
+    inputs = {table: str(results / RUN_TABLES[table]) for table in FIGURE_SOURCES[name]}
+    write_figures(inputs, {name: str(tmp_path / f"{name}.png")})
+    assert png_size(tmp_path / f"{name}.png")[0] > 0
 
 
 @pytest.mark.workflow

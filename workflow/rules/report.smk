@@ -25,6 +25,8 @@ FIGURES = {
         "suspect_flips": "4. ROIs on images",
     },
 }
+# Figures drawn from tables alone, cached by what they show (embedpatch.report.figure_cache).
+FIGURE_CACHE = f"{RESULTS}/figures/cache"
 # Each rule's outputs, registered in the report with their caption (../report/<name>.rst).
 FIGURE_OUTPUTS = {
     rule_name: {
@@ -115,6 +117,8 @@ rule plot_tables:
         "../../envs/figures.yaml"
     resources:
         mem_mb=2000,
+    params:
+        cache_dir=FIGURE_CACHE,
     script:
         "../scripts/make_figures.py"
 
@@ -132,5 +136,7 @@ rule plot_images:
         "../../envs/figures.yaml"
     resources:
         mem_mb=2000,
+    params:
+        cache_dir=FIGURE_CACHE,
     script:
         "../scripts/make_figures.py"

@@ -2,12 +2,13 @@
 
 from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged
-from embedpatch.report.figures import write_figures
+from embedpatch.report.figure_cache import write_figures_cached
 
 configure_from(snakemake.config)
 run_logged(
     snakemake.log[0],
-    write_figures,
+    write_figures_cached,
     inputs=dict(snakemake.input.items()),
     outputs=dict(snakemake.output.items()),
+    cache_dir=snakemake.params.cache_dir,
 )
