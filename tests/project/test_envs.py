@@ -63,9 +63,11 @@ def module_file(dotted: str) -> Path | None:
 
 
 @cache
-def third_party_imports(source: Path) -> frozenset[str]:
-    """Top-level third-party modules `source` imports, following our own package."""
-    found: set[str] = set()
+def direct_imports(source: Path) -> tuple[frozenset[str], frozenset[Path]]:
+    """The top-level third-party modules `source` imports, and the files of our own
+    package it imports (lazy and type-checking imports included)."""
+    third_party: set[str] = set()
+    own: set[Path] = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -76,11 +78,24 @@ def third_party_imports(source: Path) -> frozenset[str]:
         for name in names:
             top = name.split(".")[0]
             if top == "embedpatch":
-                own = module_file(name)
-                if own is not None and own != source:
-                    found |= third_party_imports(own)
+                path = module_file(name)
+                if path is not None:
+                    own.add(path)
             elif top not in sys.stdlib_module_names:
-                found.add(top)
+                third_party.add(top)
+    return frozenset(third_party), frozenset(own)
+
+
+def third_party_imports(source: Path) -> frozenset[str]:
+    """Top-level third-party modules `source` imports, following our own package (whose
+    modules may import each other in a cycle)."""
+    found: set[str] = set()
+    seen, pending = {source}, [source]
+    while pending:
+        third_party, own = direct_imports(pending.pop())
+        found |= third_party
+        pending += sorted(own - seen)
+        seen |= own
     return frozenset(found)
 
 

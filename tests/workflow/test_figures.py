@@ -12,9 +12,8 @@ from matplotlib.image import imread
 
 from embedpatch.report.figure_cache import FIGURE_SOURCES
 from embedpatch.report.figure_data import MISSING
-from embedpatch.report.figures import (
-    PLOTS,
-    RunTables,
+from embedpatch.report.figures import PLOTS, RunTables, write_figures
+from embedpatch.report.table_figures import (
     balance_figure,
     counts_figure,
     dbt_frames_figure,
@@ -22,7 +21,6 @@ from embedpatch.report.figures import (
     roi_locations_figure,
     roi_sizes_figure,
     rois_per_image_figure,
-    write_figures,
 )
 from helpers.project import ROOT
 from helpers.roi_tables import roi_rows

@@ -30,7 +30,8 @@ from embedpatch.demo.cohort import CVIEW_SIZE, HOLOGIC, ORIENTATION, UPSIDE_DOWN
 from embedpatch.demo.phantom import BreastShape, Lesion
 from embedpatch.geometry import Box, Mirror
 from embedpatch.io.atomic import atomic_output, write_json
-from embedpatch.report.figures import flip_evaluation_figure, save_png
+from embedpatch.report.drawing import save_png
+from embedpatch.report.flip_figure import flip_evaluation_figure
 from embedpatch.rois.coordinate_space import PngRule, Space, ViewFacts, png_mirror
 from embedpatch.rois.flip_check import (
     FlipThresholds,

@@ -1,7 +1,7 @@
 """The numbers and selections each figure shows, computed without drawing (no matplotlib).
 
 Every function here takes the run's tables (or arrays) and returns tables, arrays or
-rows; embedpatch.report.figures reads the tables and images and draws them. Samples are
+rows; the figure modules read the tables and images and draw them. Samples are
 seeded (SEED): the same run gives the same figures.
 """
 
