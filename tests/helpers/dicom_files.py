@@ -1,5 +1,7 @@
 """Small DICOM files written by pydicom, one per transfer syntax, and pydicom's own decode."""
 
+import math
+
 import numpy as np
 import pydicom
 import pydicom.pixels
@@ -42,3 +44,13 @@ def reference(path, frame):
     """What the pipeline must match: pydicom's own decode of that frame."""
     decoded = pydicom.pixels.pixel_array(path)
     return decoded[frame] if decoded.ndim == 3 else decoded
+
+
+def block_means(frame, factor):
+    """The mean of the factor x factor block centred on each strided pixel of `frame` (its
+    edge pixels repeated outside it): what a JPEG 2000 reduced view is close to."""
+    half, (rows, columns) = factor // 2, frame.shape
+    cells = math.ceil(rows / factor), math.ceil(columns / factor)
+    padded = np.pad(frame.astype(np.float64), ((half, factor), (half, factor)), mode="edge")
+    padded = padded[: cells[0] * factor, : cells[1] * factor]
+    return padded.reshape(cells[0], factor, cells[1], factor).mean(axis=(1, 3))

@@ -59,3 +59,28 @@ def test_a_failing_self_check_turns_window_decoding_off(fresh_binding, monkeypat
     with caplog.at_level(logging.WARNING, logger=openjpeg_region.__name__):
         assert not openjpeg_region.available()
     assert "self-check failed" in caplog.text
+
+
+def test_a_failing_reduced_self_check_turns_decoding_off(fresh_binding, monkeypatch, caplog):
+    real = openjpeg_region._decode_reduced
+
+    def offset(lib, data, levels):
+        return real(lib, data, levels) + 100  # as a missing DC level shift would be
+
+    monkeypatch.setattr(openjpeg_region, "_decode_reduced", offset)
+    with caplog.at_level(logging.WARNING, logger=openjpeg_region.__name__):
+        assert not openjpeg_region.available()
+    assert "self-check failed" in caplog.text
+    with pytest.raises(openjpeg_region.J2kError, match="not available"):
+        openjpeg_region.decode_reduced(b"", 1)
+
+
+def test_reduced_views_are_rounded_up_and_refused_beyond_the_levels():
+    pixels = np.arange(97 * 83, dtype=np.uint16).reshape(97, 83) % 4096
+    codestream = openjpeg.encode(pixels, bits_stored=12)  # 5 wavelet levels
+    for levels in range(1, 6):
+        view = openjpeg_region.decode_reduced(codestream, levels)
+        assert view.shape == pixels[:: 1 << levels, :: 1 << levels].shape
+        assert view.dtype == np.int32
+    with pytest.raises(openjpeg_region.J2kError, match="resolution factor"):
+        openjpeg_region.decode_reduced(codestream, 6)

@@ -384,13 +384,16 @@ def test_native_frames_beyond_the_pixel_data(tmp_path):
 @pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 8, 64])
 @pytest.mark.parametrize(("syntax", "frames"), CASES, ids=CASE_IDS)
 def test_downsampled_is_exactly_the_strided_frame(images, syntax, frames, factor):
+    """But JPEG 2000 views reduced by 2, 4 or 8 (low-pass: test_reduced_views.py); 64
+    needs 6 wavelet levels, the encoder's codestreams have 5."""
     path = images[syntax, frames]
     with ImageReader(path) as reader:
         small = reader.downsampled(0, factor)
     full = reference(path, 0)
     assert small.shape == (math.ceil(ROWS / factor), math.ceil(COLUMNS / factor))
     assert small.dtype == full.dtype
-    np.testing.assert_array_equal(small, full[::factor, ::factor])
+    if syntax not in (JPEG2000Lossless, JPEG2000) or factor not in (2, 4, 8):
+        np.testing.assert_array_equal(small, full[::factor, ::factor])
 
 
 def test_invert_monochrome1():

@@ -4,7 +4,8 @@ Modules: `header` (the header and where Pixel
 Data lies), `encapsulation` (where each compressed frame lies, checked), `codestream`
 (a compressed frame checked whole and of the header's size before decoding), `frames` (one
 reading strategy per storage kind, behind the FrameReader protocol), `openjpeg_region`
-(a JPEG 2000 window decoded alone through OpenJPEG's decode area), `reader`
+(a JPEG 2000 window decoded alone through OpenJPEG's decode area, and a view at reduced
+resolution), `reader`
 (ImageReader, read_header), `intensity` (MONOCHROME1 inversion, VOI windowing). The
 bytes come from `embedpatch.io` (a local file or an object store); the errors, defined
 there too, are re-exported here.

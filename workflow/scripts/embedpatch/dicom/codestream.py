@@ -8,7 +8,9 @@ whole frame), or whose own rows, columns, components or precision are not the he
 decoders size their output from the header, so a header claiming 65535 rows would
 otherwise cost a large allocation for a few kilobytes of data. RLE's output is bounded by
 its input (a two-byte run decodes to at most 128 bytes), so its header's frame size must
-fit in 64 times each segment's length. Only headers and markers are read, never decoded.
+fit in 64 times each segment's length. `j2k_decomposition_levels` reads a JPEG 2000
+codestream's wavelet levels from its main header. Only headers and markers are read, never
+decoded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from embedpatch.io.errors import ImageUnreadable
 
 _END_MARKER = b"\xff\xd9"  # EOI (JPEG, JPEG-LS) and EOC (JPEG 2000)
 _J2K_START = b"\xff\x4f\xff\x51"  # SOC then SIZ
+_COD, _COC, _SOT = 0xFF52, 0xFF53, 0xFF90  # coding style (default, component), start of tile
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
 _JPEG_2000_PREFIX = "1.2.840.10008.1.2.4.9"
 _HTJ2K_PREFIX = "1.2.840.10008.1.2.4.20"
@@ -89,6 +92,33 @@ def _j2k_size(data: bytes, name: str) -> tuple[int, int, int, tuple[int, ...]]:
         for index in range(components)
     )
     return y_size - y_origin, x_size - x_origin, components, precisions or (0,)
+
+
+def j2k_decomposition_levels(data: bytes, name: str) -> int | None:
+    """The wavelet decomposition levels of component 0 of a JPEG 2000 codestream (or JP2
+    file), from the main header: its COC segment's if it has one, else the COD segment's;
+    None without either. Tile-part headers, which may change them, are not read."""
+    start = _jp2_codestream(data, name) if data.startswith(_JP2_SIGNATURE) else 0
+    if data[start : start + 4] != _J2K_START:
+        raise ImageUnreadable(f"{name}: the JPEG 2000 codestream does not start with SOC, SIZ")
+    (components,) = _unpack(">H", data, start + 40, name, "SIZ segment")
+    component_layout = ">B" if components < 257 else ">H"
+    levels = None
+    position = start + 2
+    while True:
+        marker, length = _unpack(">HH", data, position, name, "JPEG 2000 main header")
+        if marker == _SOT:
+            return levels
+        if marker >> 8 != 0xFF:
+            raise ImageUnreadable(f"{name}: no JPEG 2000 marker at byte {position - start}")
+        if marker == _COD:  # Lcod, Scod, SGcod (4 bytes), then SPcod: levels first
+            (levels,) = _unpack(">B", data, position + 9, name, "COD segment")
+        elif marker == _COC:  # Lcoc, Ccoc (1 or 2 bytes), Scoc, then SPcoc: levels first
+            (component,) = _unpack(component_layout, data, position + 4, name, "COC segment")
+            if component == 0:
+                after = position + 4 + struct.calcsize(component_layout) + 1
+                return _unpack(">B", data, after, name, "COC segment")[0]
+        position += 2 + length
 
 
 def _jp2_codestream(data: bytes, name: str) -> int:

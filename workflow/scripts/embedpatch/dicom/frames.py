@@ -1,7 +1,8 @@
 """Frame-reading strategies: one per way pixels are stored, behind one interface.
 
 Every strategy returns new arrays owned by the caller, of the image's dtype (the
-one pydicom decodes to, native byte order) and exactly pydicom's values:
+one pydicom decodes to, native byte order) and exactly pydicom's values (but for
+JPEG 2000's downsampled views, below):
 - `NativeFrames`: uncompressed data; a window reads only its rows (one byte range
   per frame), a downsampled view only every factor-th row;
 - `DecodedFrames`: encapsulated data (JPEG family, RLE, JPEG 2000); a frame's bytes
@@ -11,6 +12,8 @@ one pydicom decodes to, native byte order) and exactly pydicom's values:
 - `Jpeg2000Frames`: JPEG 2000 Lossless windows decoded alone (OpenJPEG's decode area,
   `openjpeg_region`), when the codestream's precision and signedness equal the
   header's (then the window is bit-exact with pydicom's frame); else as DecodedFrames.
+  Views downsampled by a power of two are OpenJPEG's reduced-resolution decode when the
+  codestream has the wavelet levels: a low-pass view, not the strided pixels.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import UID, JPEG2000Lossless
 
 import embedpatch.dicom.openjpeg_region as openjpeg_region
-from embedpatch.dicom.codestream import check_codestream
+from embedpatch.dicom.codestream import check_codestream, j2k_decomposition_levels
 from embedpatch.dicom.encapsulation import FrameIndex
 from embedpatch.dicom.header import PixelLayout
+from embedpatch.dicom.intensity import stored_range
 from embedpatch.io.errors import ImageUnreadable, one_line
 from embedpatch.io.source import ByteSource
 
@@ -44,7 +48,8 @@ class FrameReader(Protocol):
         ...
 
     def downsampled(self, index: int, factor: int) -> np.ndarray:
-        """Exactly `frame(index)[::factor, ::factor]`."""
+        """`frame(index)[::factor, ::factor]`'s shape and dtype; exactly those pixels but
+        for JPEG 2000 (Jpeg2000Frames), whose views may be low-pass instead."""
         ...
 
 
@@ -205,18 +210,25 @@ class DecodedFrames:
 
 
 class Jpeg2000Frames(DecodedFrames):
-    """JPEG 2000 frames; Lossless windows decoded alone when that is bit-exact."""
+    """JPEG 2000 frames; Lossless windows decoded alone when that is bit-exact.
+
+    A view downsampled by a power of two is decoded at reduced resolution (only the
+    wavelet levels it needs): the low-pass band, a smoothed image sampled at the strided
+    pixels, close to the mean of the block around each but not the pixels themselves. It
+    is of the strided view's shape and dtype; raw, RLE and JPEG-LS frames still stride.
+    """
+
+    def _header_values(self, codestream: bytes) -> bool:
+        """Whether OpenJPEG's values of `codestream` are pydicom's: its precision and
+        signedness are the header's (pydicom reinterprets the values otherwise)."""
+        parameters = get_j2k_parameters(codestream)
+        precision, signed = parameters.get("precision"), parameters.get("is_signed")
+        header = self._header
+        return precision == header.bits_stored and signed == bool(header.pixel_representation)
 
     def _exact_windows(self, codestream: bytes) -> bool:
-        """Whether an OpenJPEG window of `codestream` equals pydicom's frame slice: lossless,
-        and the codestream's precision and signedness are the header's (pydicom
-        reinterprets the values otherwise)."""
-        parameters = get_j2k_parameters(codestream)
-        return (
-            self._syntax == JPEG2000Lossless
-            and parameters.get("precision") == self._header.bits_stored
-            and parameters.get("is_signed") == bool(self._header.pixel_representation)
-        )
+        """Whether an OpenJPEG window of `codestream` equals pydicom's frame slice."""
+        return self._syntax == JPEG2000Lossless and self._header_values(codestream)
 
     def region(self, index: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         if self._is_cached(index) or not openjpeg_region.available():
@@ -232,6 +244,27 @@ class Jpeg2000Frames(DecodedFrames):
         if window.shape != (y1 - y0, x1 - x0) or window.min() < low or window.max() > high:
             return super().region(index, y0, y1, x0, x1)
         return window.astype(self._layout.dtype)
+
+    def downsampled(self, index: int, factor: int) -> np.ndarray:
+        """OpenJPEG's reduced-resolution decode (a low-pass view, never cached) for a
+        power-of-two `factor` the codestream has the wavelet levels for; else the strided
+        frame."""
+        levels = factor.bit_length() - 1
+        if factor < 2 or factor != 1 << levels or not openjpeg_region.available():
+            return super().downsampled(index, factor)
+        codestream = self.codestream(index)
+        coded = j2k_decomposition_levels(codestream, f"{self._source.name}: frame {index}")
+        if coded is None or coded < levels or not self._header_values(codestream):
+            return super().downsampled(index, factor)
+        try:
+            view = openjpeg_region.decode_reduced(codestream, levels)
+        except openjpeg_region.J2kError:
+            return super().downsampled(index, factor)  # pydicom decodes it or says why not
+        low, high = stored_range(self._layout.dtype, self._header.bits_stored)
+        strided = (-(-self._header.rows // factor), -(-self._header.columns // factor))
+        if view.shape != strided or view.min() < low or view.max() > high:
+            return super().downsampled(index, factor)
+        return view.astype(self._layout.dtype)
 
 
 class BitPackedFrames:

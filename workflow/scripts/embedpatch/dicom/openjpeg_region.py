@@ -1,15 +1,19 @@
-"""Decode one window of a JPEG 2000 codestream without decoding the whole image.
+"""Decode one window, or a reduced view, of a JPEG 2000 codestream without decoding the
+whole image.
 
-pylibjpeg-openjpeg decodes whole images only (`openjpeg.decode` has no area
-argument). The OpenJPEG library it links statically exports its C API from the
-`_openjpeg` extension module, so this module binds the few functions needed for
-`opj_set_decode_area` (decode only the code-blocks under a window) with ctypes.
+pylibjpeg-openjpeg decodes whole images only (`openjpeg.decode` has no area or
+resolution argument). The OpenJPEG library it links statically exports its C API from
+the `_openjpeg` extension module, so this module binds with ctypes the few functions
+needed for `opj_set_decode_area` (decode only the code-blocks under a window) and
+`opj_set_decoded_resolution_factor` (decode only the wavelet levels of a view reduced
+by a power of two).
 
 ctypes trusts the struct layouts written here, so the binding is used only when
 it is known to be right: the library's version must be one of CHECKED_VERSIONS
 (whose `opj_image_t` / `opj_image_comp_t` layouts tests/unit/dicom/test_openjpeg_region.py
-checks), and at first use a small codestream encoded by pylibjpeg-openjpeg is
-decoded both ways and compared. Otherwise `available()` is False, with one log
+checks), and at first use small codestreams encoded by pylibjpeg-openjpeg are decoded
+through the binding and compared: a window with the full decode's pixels, a reduced view
+of a ramp with its strided pixels. Otherwise `available()` is False, with one log
 line saying why, and callers decode whole frames instead.
 """
 
@@ -34,6 +38,10 @@ _CODEC = {_J2K_MAGIC: 0, _JP2_MAGIC: 2}  # OPJ_CODEC_J2K, OPJ_CODEC_JP2
 _STREAM_CHUNK = 1 << 20
 _PARAMETERS_BYTES = 1 << 16  # opj_dparameters_t is ~8.3 kB in 2.5; opaque here
 _EOF = ctypes.c_size_t(-1).value
+# Self-check: a ramp's view reduced by 4 is its strided pixels but in the last row and
+# column (off by 9 to 27 with OpenJPEG 2.5, from the symmetric extension); garbage is off
+# by thousands.
+_REDUCED_TOLERANCE = 32
 
 
 class J2kError(RuntimeError):
@@ -79,6 +87,7 @@ _SIGNATURES = {
     "opj_stream_set_user_data_length": (None, [_VOID_P, ctypes.c_uint64]),
     "opj_read_header": (ctypes.c_int, [_VOID_P, _VOID_P, ctypes.POINTER(_IMAGE_P)]),
     "opj_set_decode_area": (ctypes.c_int, [_VOID_P, _IMAGE_P, *[ctypes.c_int32] * 4]),
+    "opj_set_decoded_resolution_factor": (ctypes.c_int, [_VOID_P, ctypes.c_uint32]),
     "opj_decode": (ctypes.c_int, [_VOID_P, _VOID_P, _IMAGE_P]),
     "opj_image_destroy": (None, [_IMAGE_P]),
     "opj_stream_destroy": (None, [_VOID_P]),
@@ -108,23 +117,33 @@ def _bound_library() -> ctypes.CDLL | None:
 
 
 def _agrees_with_full_decode(lib: ctypes.CDLL) -> bool:
-    """Whether a window decoded through the binding equals the same window of
-    pylibjpeg-openjpeg's full decode, on a small lossless codestream."""
+    """Whether, on small lossless codestreams, a window decoded through the binding equals
+    the same window of pylibjpeg-openjpeg's full decode, and a ramp's view reduced by 4
+    is within _REDUCED_TOLERANCE of its strided pixels."""
     import openjpeg  # pylibjpeg-openjpeg, present when its library is
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, (80, 72), dtype=np.uint16)
-    codestream = openjpeg.encode(pixels, bits_stored=12)
+    rows, columns = np.indices((80, 72))
+    ramp = (32 * rows + 16 * columns).astype(np.uint16)
     try:
-        window = _decode_window(lib, codestream, 9, 71, 5, 40)
+        window = _decode_window(lib, openjpeg.encode(pixels, bits_stored=12), 9, 71, 5, 40)
+        reduced = _decode_reduced(lib, openjpeg.encode(ramp, bits_stored=12), 2)
     except J2kError:
         return False
-    return window.shape == (62, 35) and np.array_equal(window, pixels[9:71, 5:40])
+    strided = ramp[::4, ::4].astype(np.int32)
+    return (
+        window.shape == (62, 35)
+        and np.array_equal(window, pixels[9:71, 5:40])
+        and reduced.shape == strided.shape
+        and np.abs(reduced - strided).max() <= _REDUCED_TOLERANCE
+    )
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    """The bound OpenJPEG library, if its version is checked and it decodes a window right."""
+    """The bound OpenJPEG library, if its version is checked and it decodes windows and
+    reduced views right."""
     lib = _bound_library()
     if lib is None:
         return None
@@ -135,7 +154,7 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether window decoding is available (and checked on this machine)."""
+    """Whether window and reduced decoding are available (and checked on this machine)."""
     return _library() is not None
 
 
@@ -241,3 +260,26 @@ def decode_window(data: bytes, y0: int, y1: int, x0: int, x1: int) -> np.ndarray
     if lib is None:
         raise J2kError("OpenJPEG window decoding is not available")
     return _decode_window(lib, data, y0, y1, x0, x1)
+
+
+def _decode_reduced(lib: ctypes.CDLL, data: bytes, levels: int) -> np.ndarray:
+    with _opened(lib, data) as (codec, stream, image, errors):
+        _single_component(image)
+        ok = lib.opj_set_decoded_resolution_factor(codec, levels)
+        _check(ok, "set the resolution factor", errors)
+        _check(lib.opj_decode(codec, stream, image), "decode", errors)
+        return _pixels(image)
+
+
+def decode_reduced(data: bytes, levels: int) -> np.ndarray:
+    """A one-component codestream decoded at 1 / 2**levels of its size, as int32.
+
+    Decodes only the wavelet levels needed (`levels` at most the codestream's): the
+    low-pass band, a smoothed image sampled at every 2**levels-th pixel, not those
+    pixels themselves. Its size is the image's divided by 2**levels, rounded up when the
+    image's origin is (0, 0).
+    """
+    lib = _library()
+    if lib is None:
+        raise J2kError("OpenJPEG reduced decoding is not available")
+    return _decode_reduced(lib, data, levels)

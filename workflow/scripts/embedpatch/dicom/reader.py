@@ -94,7 +94,13 @@ class ImageReader:
         return self._frames.region(frame_index, y0, y1, x0, x1)
 
     def downsampled(self, frame_index: int, factor: int) -> np.ndarray:
-        """Exactly `frame(frame_index)[::factor, ::factor]`; native data reads only those rows."""
+        """`frame(frame_index)[::factor, ::factor]`; native data reads only those rows.
+
+        JPEG 2000 only: for a power-of-two factor the codestream has the wavelet levels for,
+        OpenJPEG's reduced-resolution decode instead, of the same shape and dtype but
+        low-pass (each value smoothed over the block around its pixel), and much cheaper
+        than a whole decode. Raw, RLE and JPEG-LS frames are always strided.
+        """
         self._check_frame(frame_index)
         if factor < 1:
             raise ValueError(f"downsampling factor must be >= 1, got {factor}")

@@ -6,6 +6,11 @@ one downsampled view of the image (tissue bright: MONOCHROME1 inverted) and meas
 a box and for each of its mirrors, the share of it that is tissue and how much brighter
 its tissue is than the tissue around it (a lesion). The same evidence decides, in
 `rois.coordinate_space: auto`, whether an image's boxes are in DICOM or PNG space.
+
+For JPEG 2000 images only, that view is OpenJPEG's reduced-resolution decode
+(`ImageReader.downsampled`): low-pass, each cell roughly the mean of the pixels around
+it, where raw, RLE and JPEG-LS images give every factor-th pixel; it costs a fraction of
+a whole decode.
 """
 
 from __future__ import annotations
