@@ -2,6 +2,8 @@
 # the run wrote patches (checks.on_empty), and the figures of the Snakemake report
 # (`snakemake --report report.html`). They read the small tables written after
 # collect_patches, and only a bounded, seeded sample of shards and images.
+# summarize_run and plot_tables, one after the other, are the longest path after the
+# manifest: their priority starts them before the other aggregates on a busy machine.
 # evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
 # synthetic images whose truth is known (embedpatch.demo.flip_evaluation). It does not
 # depend on the user's data, so it is not in `rule all`: `snakemake evaluate_flip_check`.
@@ -54,6 +56,7 @@ rule summarize_run:
         summary=f"{RESULTS}/summary.json",
     log:
         f"{RESULTS}/logs/summarize_run.log",
+    priority: 1
     conda:
         "../../envs/figures.yaml"
     resources:
@@ -113,6 +116,7 @@ rule plot_tables:
         **FIGURE_OUTPUTS["plot_tables"],
     log:
         f"{RESULTS}/logs/plot_tables.log",
+    priority: 1
     conda:
         "../../envs/figures.yaml"
     resources:
