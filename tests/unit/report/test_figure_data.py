@@ -6,14 +6,18 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from embedpatch.dicom import ImageHeader
 from embedpatch.reasons import RoiReason
 from embedpatch.report.figure_data import (
+    DISPLAY_PIXELS,
     MISSING,
     content_mask,
     context_window,
     dbt_frame_stats,
+    display_factor,
     extracted_rois,
     gallery_rows,
     interleaved_sample,
@@ -321,3 +325,17 @@ def test_the_balance_counts_patches_by_label_and_the_images_negatives_came_from(
         MISSING: {"roi": 1, "negative": 0},
     }
     assert negative_sources(manifest) == {"with ROIs": 1, "without ROIs": 1}
+
+
+@given(st.integers(1, 100_000), st.integers(1, 100_000))
+def test_the_display_factor_is_the_smallest_power_of_two_that_fits(rows, columns):
+    factor = display_factor(rows, columns)
+    assert factor & (factor - 1) == 0  # a power of two
+    assert max(rows, columns) <= factor * DISPLAY_PIXELS
+    assert factor == 1 or max(rows, columns) > factor // 2 * DISPLAY_PIXELS
+
+
+def test_a_full_size_mammogram_is_shown_at_a_quarter():
+    assert display_factor(3328, 2560) == 4
+    assert display_factor(2457, 1890) == 4
+    assert display_factor(64, 64) == 1

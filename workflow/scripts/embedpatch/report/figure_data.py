@@ -283,6 +283,22 @@ def spread(values: Sequence[int], most: int) -> list[int]:
     return [values[i] for i in picks]
 
 
+DISPLAY_PIXELS = 1024
+"""A whole image is drawn from a view of at most about this many pixels a side (a figure
+is about 800 pixels wide): decoding and drawing more would not show."""
+PANEL_PIXELS = 512
+"""The same for a zoomed window in one panel of several (about 370 pixels wide)."""
+
+
+def display_factor(rows: int, columns: int, pixels: int = DISPLAY_PIXELS) -> int:
+    """The smallest power of two that brings the longer side to `pixels` or less (1 for
+    an area already that small)."""
+    factor = 1
+    while max(rows, columns) > factor * pixels:
+        factor *= 2
+    return factor
+
+
 def context_window(
     box: Sequence[int], rows: int, columns: int, scale: float = 3.0
 ) -> tuple[int, int, int, int]:

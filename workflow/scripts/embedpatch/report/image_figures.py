@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,8 +34,10 @@ from embedpatch.report.drawing import (
     new_figure,
 )
 from embedpatch.report.figure_data import (
+    PANEL_PIXELS,
     content_mask,
     context_window,
+    display_factor,
     display_range,
     gallery_rows,
     overlay_2d_rois,
@@ -138,31 +140,42 @@ def _headers(paths: pd.Series) -> dict[str, ImageHeader]:
 # ---- images with their boxes ----------------------------------------------------------------
 
 
-def _crop(pixels: np.ndarray, window: Sequence[int]) -> np.ndarray:
+@dataclass(frozen=True)
+class View:
+    """Tissue-bright pixels of an image and the area (ymin, xmin, ymax, xmax, in image
+    pixels) they cover: a window at full resolution, or the whole frame downsampled."""
+
+    pixels: np.ndarray
+    area: tuple[int, int, int, int]
+
+
+def whole_view(reader: ImageReader, frame: int) -> View:
+    """Frame `frame` downsampled for display (figure_data.display_factor; a JPEG 2000
+    frame at reduced resolution, not decoded whole)."""
+    header = reader.header
+    factor = display_factor(header.rows, header.columns)
+    pixels = tissue_bright(reader.downsampled(frame, factor), header)
+    return View(pixels, (0, 0, pixels.shape[0] * factor, pixels.shape[1] * factor))
+
+
+def window_view(reader: ImageReader, frame: int, window: Sequence[int]) -> View:
+    """The window (ymin, xmin, ymax, xmax) of frame `frame`, read alone, every n-th pixel
+    of it kept for a panel (figure_data.PANEL_PIXELS)."""
     y0, x0, y1, x1 = window
-    return pixels[y0:y1, x0:x1]
+    factor = display_factor(y1 - y0, x1 - x0, PANEL_PIXELS)
+    pixels = reader.region(frame, y0, y1, x0, x1)[::factor, ::factor]
+    area = (y0, x0, y0 + pixels.shape[0] * factor, x0 + pixels.shape[1] * factor)
+    return View(tissue_bright(pixels, reader.header), area)
 
 
-def _show_image(
-    ax: Axes,
-    pixels: np.ndarray,
-    window: Sequence[int] | None = None,
-    limits: tuple[float, float] | None = None,
-) -> None:
-    """Tissue-bright `pixels` in image coordinates (pixel (y, x) covers [x, x + 1) x [y, y + 1)),
-    cropped to `window` (ymin, xmin, ymax, xmax); contrast `limits`, else the shown area's."""
-    y0, x0, y1, x1 = window or (0, 0, *pixels.shape)
-    shown = _crop(pixels, (y0, x0, y1, x1))
-    low, high = limits or display_range(shown)
-    ax.imshow(scaled(shown, low, high), cmap="gray", vmin=0, vmax=1, extent=(x0, x1, y1, y0))
+def _show_image(ax: Axes, view: View, limits: tuple[float, float] | None = None) -> None:
+    """`view` in image coordinates (pixel edges on the image's pixel edges); contrast
+    `limits`, else the view's own."""
+    low, high = limits or display_range(view.pixels)
+    y0, x0, y1, x1 = view.area
+    ax.imshow(scaled(view.pixels, low, high), cmap="gray", vmin=0, vmax=1, extent=(x0, x1, y1, y0))
     ax.set_xlabel("column (pixels)")
     ax.set_ylabel("row (pixels)")
-
-
-def read_frames(path: str, frames: Iterable[int]) -> tuple[dict[int, np.ndarray], ImageHeader]:
-    """Frames of one image, each read alone (ImageReader.frame), tissue bright; its header."""
-    with ImageReader(path) as reader:
-        return {i: tissue_bright(reader.frame(i), reader.header) for i in frames}, reader.header
 
 
 def _box(row: pd.Series) -> tuple[int, int, int, int]:
@@ -184,7 +197,7 @@ def _photometric(header: ImageHeader) -> str:
     return header.photometric_interpretation + (" shown inverted" if inverted else "")
 
 
-def overlay_2d_figure(image: np.ndarray, header: ImageHeader, rois: pd.DataFrame) -> Figure:
+def overlay_2d_figure(image: View, header: ImageHeader, rois: pd.DataFrame) -> Figure:
     """One 2D image (tissue bright) with all its accepted ROI boxes, numbered and flagged."""
     fig = new_figure(7, 8)
     ax = fig.subplots()
@@ -211,12 +224,12 @@ def overlay_2d_figure(image: np.ndarray, header: ImageHeader, rois: pd.DataFrame
 
 
 def dbt_overlay_figure(
-    frames: Mapping[int, np.ndarray], header: ImageHeader, roi: pd.Series
+    middle_frame: View, zoomed: Mapping[int, View], header: ImageHeader, roi: pd.Series
 ) -> Figure:
     """One DBT ROI: the whole middle frame shown, then the box zoomed on every frame shown
-    (one contrast for all, from the middle frame's zoomed area)."""
+    (`zoomed`: frame -> the same window; one contrast for all, the middle frame's)."""
     listed = sorted(set(roi["frames"]))
-    shown = sorted(frames)
+    shown = sorted(zoomed)
     nrows = math.ceil((len(shown) + 1) / 4)
     ncols = math.ceil((len(shown) + 1) / nrows)
     fig = new_figure(3.4 * ncols, 3.6 * nrows + 0.6)
@@ -228,15 +241,14 @@ def dbt_overlay_figure(
         f"({listed[0]}-{listed[-1]}), {len(shown)} shown"
     )
     box = _box(roi)
-    zoom = context_window(box, header.rows, header.columns)
     middle = shown[len(shown) // 2]
-    _show_image(axes[0], frames[middle])
+    _show_image(axes[0], middle_frame)
     draw_box(axes[0], box, BOX_COLOR, linewidth=1.5)
-    draw_box(axes[0], zoom, "yellow", linewidth=1, linestyle="--")
+    draw_box(axes[0], zoomed[middle].area, "yellow", linewidth=1, linestyle="--")
     axes[0].set_title(f"frame {middle}, whole (dashed: zoomed area)", fontsize=9)
-    limits = display_range(_crop(frames[middle], zoom))
+    limits = display_range(zoomed[middle].pixels)
     for ax, frame in zip(axes[1:], shown, strict=False):
-        _show_image(ax, frames[frame], zoom, limits)
+        _show_image(ax, zoomed[frame], limits)
         draw_box(ax, box, BOX_COLOR, linewidth=1.5)
         ax.set_title(f"frame {frame}, zoomed", fontsize=9)
     for ax in axes[len(shown) + 1 :]:
@@ -244,7 +256,7 @@ def dbt_overlay_figure(
     return fig
 
 
-def suspect_flip_figure(cases: Sequence[tuple[np.ndarray, pd.Series]], total: int) -> Figure:
+def suspect_flip_figure(cases: Sequence[tuple[View, pd.Series]], total: int) -> Figure:
     """Suspect flips: each image with the ROI box used (solid) and its x-mirror (dashed)."""
     if not cases:
         return message_figure("Suspect flips", "no suspect flips in this run")
@@ -309,8 +321,8 @@ def plot_overlay_2d(run: RunTables) -> Figure:
     image_rois = overlay_2d_rois(run.extracted_rois)
     if image_rois.empty:
         return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
-    frames, header = read_frames(image_rois["dicom_path"].iloc[0], [0])
-    return overlay_2d_figure(frames[0], header, image_rois)
+    with ImageReader(image_rois["dicom_path"].iloc[0]) as reader:
+        return overlay_2d_figure(whole_view(reader, 0), reader.header, image_rois)
 
 
 def plot_overlay_dbt(run: RunTables) -> Figure:
@@ -319,11 +331,19 @@ def plot_overlay_dbt(run: RunTables) -> Figure:
     if chosen is None:
         return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
     roi, shown = chosen
-    return dbt_overlay_figure(*read_frames(roi["dicom_path"], shown), roi)
+    with ImageReader(roi["dicom_path"]) as reader:
+        header = reader.header
+        zoom = context_window(_box(roi), header.rows, header.columns)
+        zoomed = {frame: window_view(reader, frame, zoom) for frame in shown}
+        middle_frame = whole_view(reader, shown[len(shown) // 2])
+    return dbt_overlay_figure(middle_frame, zoomed, header, roi)
 
 
 def plot_suspect_flips(run: RunTables) -> Figure:
     """A seeded sample of suspect flips (figure_data.suspect_flip_sample), each on its image."""
     shown, total = suspect_flip_sample(run.extracted_rois)
-    cases = [(read_frames(row["dicom_path"], [0])[0][0], row) for _, row in shown.iterrows()]
+    cases = []
+    for _, row in shown.iterrows():
+        with ImageReader(row["dicom_path"]) as reader:
+            cases.append((whole_view(reader, 0), row))
     return suspect_flip_figure(cases, total)
