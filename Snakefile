@@ -35,18 +35,24 @@ rule all:
 
 
 # What the run did, in the terminal: computed from summary.json when the run left a
-# current one; after a failure, each failed rule and its log first (embedpatch.report.end_of_run).
+# current one; after a failure, each failed rule and its log first. Then the process
+# exits without waiting for the scheduler's last wake-up timer (embedpatch.report.end_of_run).
 onsuccess:
-    from embedpatch.report.end_of_run import print_end_of_run
+    from embedpatch.report.end_of_run import (
+        cancel_scheduler_timers,
+        print_end_of_run,
+    )
 
     print_end_of_run(
         rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS
     )
+    cancel_scheduler_timers()
 
 
 onerror:
-    from embedpatch.report.end_of_run import print_failure
+    from embedpatch.report.end_of_run import cancel_scheduler_timers, print_failure
 
     print_failure(
         log, rules.summarize_run.output.summary, rules.summarize_run.input, RESULTS
     )
+    cancel_scheduler_timers()

@@ -392,7 +392,7 @@ def report(**values):
 """
 
 TABLE_LEVEL = """
-from embedpatch.rois.stage import read_filtered, rows_with_roi_cells
+from embedpatch.rois.columns import read_filtered, rows_with_roi_cells
 from embedpatch.rois.parse import parse_coords, parse_frames
 t0 = time.perf_counter()
 table = read_filtered({filtered!r})
@@ -473,7 +473,7 @@ report()
 DOC_WAY = """
 import ast
 import pandas as pd
-from embedpatch.rois.stage import INPUT_COLUMNS
+from embedpatch.rois.columns import INPUT_COLUMNS
 failures = [0]
 def literal(text):
     try:

@@ -31,7 +31,8 @@ from embedpatch.demo import SOURCE_PREFIX
 from embedpatch.filter.stage import filter_metadata
 from embedpatch.io.tables import TableError
 from embedpatch.patches.manifest import collect_patches
-from embedpatch.rois.stage import INPUT_COLUMNS, RoiSettings, build_roi_tables, run_roi_stage
+from embedpatch.rois.columns import INPUT_COLUMNS
+from embedpatch.rois.stage import RoiSettings, build_roi_tables, run_roi_stage
 from helpers.user_mode import (
     check_outputs,
     clean_rows,

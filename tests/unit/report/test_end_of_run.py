@@ -6,13 +6,17 @@ import json
 import logging
 import os
 import re
+import threading
+from types import SimpleNamespace
 
 import pytest
+from snakemake.scheduling.job_scheduler import JobScheduler
 
 from embedpatch.logs import run_logged
 from embedpatch.report.end_of_run import (
     EmptyRunError,
     FailedJob,
+    cancel_scheduler_timers,
     check_run,
     empty_run_problem,
     end_of_run_summary,
@@ -214,3 +218,23 @@ def test_the_failed_jobs_are_read_from_snakemakes_log(tmp_path, logging_restored
     ]
     assert re.search(r"^  rule no_log: log \(none\)$", report, re.MULTILINE)
     assert failure_report([str(tmp_path / "absent.log")]) is None
+
+
+def test_the_schedulers_wake_up_timer_is_cancelled_and_other_timers_are_left():
+    """Snakemake's own scheduler method starts the timer a finished run would wait for."""
+    woken = threading.Semaphore(0)
+    JobScheduler._schedule_reevalutation(SimpleNamespace(_open_jobs=woken), 30)
+    other = threading.Timer(30, lambda: None)
+    other.start()
+    try:
+        (scheduler_timer,) = [
+            t for t in threading.enumerate() if isinstance(t, threading.Timer) and t is not other
+        ]
+        assert cancel_scheduler_timers() == 1
+        scheduler_timer.join(timeout=5)
+        assert not scheduler_timer.is_alive()
+        assert not woken.acquire(blocking=False)  # cancelled, not fired
+        assert other.is_alive()
+        assert cancel_scheduler_timers() == 0
+    finally:
+        other.cancel()

@@ -259,6 +259,12 @@ def test_figure_data_does_not_import_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_figure_rules_entry_point_imports_no_dicom_reader():
+    """Table figures draw without pydicom: image figures are imported only when drawn."""
+    code = "import sys, embedpatch.report.figures; assert 'pydicom' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_rois_per_image_counts_images_by_their_rois_per_type():
     rois = roi_rows(
         {"anon_dicom_path": "a", "roi_index": 0},

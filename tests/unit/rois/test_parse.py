@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedpatch.reasons import RoiReason
+from embedpatch.rois.columns import rows_with_roi_cells
 from embedpatch.rois.parse import (
     MAX_TEXT_CHARS,
     Parsed,
@@ -20,7 +21,6 @@ from embedpatch.rois.parse import (
     parse_roi_count,
     parse_table_int,
 )
-from embedpatch.rois.stage import rows_with_roi_cells
 
 QUICK = settings(max_examples=200, deadline=None)
 

@@ -57,8 +57,8 @@ from embedpatch.patches.shards import (
 )
 from embedpatch.patches.spec import ExamSpec, ImageSpec, PatchSettings, RoiSpec
 from embedpatch.reasons import RoiReason
+from embedpatch.rois.columns import REJECTED_COLUMNS
 from embedpatch.rois.flip_check import tissue_view_mask
-from embedpatch.rois.stage import REJECTED_COLUMNS
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, NO_FRAME, NO_ROI, WHOLE_ROW
 
 log = logging.getLogger(__name__)

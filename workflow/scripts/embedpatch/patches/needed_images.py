@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from embedpatch.io.atomic import atomic_output
 from embedpatch.patches.negative_images import DEFAULT_CHOICE, NegativeChoice, sample_without_rois
-from embedpatch.rois.stage import read_filtered, rows_with_roi_cells
+from embedpatch.rois.columns import read_filtered, rows_with_roi_cells
 from embedpatch.vocab import DICOM_PATH, FLAT_TYPES, IMAGE_TYPE
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,8 @@
 - A run that wrote no patch from a non-empty table is not a success (`check_run`, the
   last rule): it fails, or warns when `checks.on_empty` is `warn`, naming the reasons
   that took the rows and ROIs.
+- Either way the run then exits at once: `cancel_scheduler_timers` stops the wake-up
+  timer Snakemake's scheduler leaves pending, which would hold the exit up to a second.
 
 Only the standard library: the Snakefile's handlers import this module.
 """
@@ -17,6 +19,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,8 @@ from embedpatch.io.atomic import write_json
 log = logging.getLogger(__name__)
 
 TOP_REASONS = 5
+SCHEDULER_MODULE = "snakemake.scheduling.job_scheduler"
+"""Where the scheduler's wake-up timers are made (JobScheduler._schedule_reevalutation)."""
 
 
 class EmptyRunError(RuntimeError):
@@ -245,3 +250,23 @@ def print_failure(
     if report is not None:
         print(report, file=sys.stderr)
     print_end_of_run(summary_path, summary_inputs, results, warn_empty=False)
+
+
+def cancel_scheduler_timers() -> int:
+    """Cancel the wake-up timers Snakemake's scheduler left pending; how many.
+
+    After each scheduling round the scheduler starts a threading.Timer (not a daemon) that
+    wakes it again after the timespan of --max-jobs-per-timespan, 1 s by default. Python
+    waits for such threads before it exits, so a finished run would sit up to a second
+    after its last line. The onsuccess and onerror handlers run after the scheduler has
+    returned, when no wake-up is needed; timers made elsewhere are left alone.
+    """
+    timers = [
+        thread
+        for thread in threading.enumerate()
+        if isinstance(thread, threading.Timer)
+        and getattr(thread.function, "__module__", None) == SCHEDULER_MODULE
+    ]
+    for timer in timers:
+        timer.cancel()
+    return len(timers)

@@ -8,14 +8,17 @@ seeded (SEED): the same run gives the same figures.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from embedpatch.dicom import ImageHeader, invert_monochrome1
 from embedpatch.reasons import RoiReason
-from embedpatch.rois.stage import warning_counts as roi_warning_counts
+from embedpatch.rois.columns import warning_counts as roi_warning_counts
 from embedpatch.vocab import DBT, IMAGE_TYPES
+
+if TYPE_CHECKING:
+    from embedpatch.dicom import ImageHeader
 
 SEED = 0
 GALLERY_ROIS = 6  # ROIs (columns) in the patch gallery, each with every padding mode
@@ -61,7 +64,7 @@ def reason_counts(rejected: pd.DataFrame) -> pd.DataFrame:
 
 
 def warning_counts(rois: pd.DataFrame) -> pd.Series:
-    """Accepted ROIs carrying each RoiWarning (rois.stage.warning_counts, as a Series)."""
+    """Accepted ROIs carrying each RoiWarning (rois.columns.warning_counts, as a Series)."""
     return pd.Series(roi_warning_counts(rois), dtype="int64")
 
 
@@ -191,6 +194,9 @@ def tissue_bright(pixels: np.ndarray, header: ImageHeader) -> np.ndarray:
     The pixels may be of a wider dtype than the image's (a patch of an exam mixing pixel
     types): they are inverted in the image's own, which holds them exactly."""
     if header.photometric_interpretation == "MONOCHROME1":
+        # Imported on use: the table figures import this module without a DICOM reader.
+        from embedpatch.dicom import invert_monochrome1
+
         stored = pixels.astype(image_dtype(header), copy=False)
         return invert_monochrome1(stored, header.bits_stored)
     return pixels

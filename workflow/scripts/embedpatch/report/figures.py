@@ -4,7 +4,7 @@
 RunTables reads only the tables a figure needs (and only their needed columns). The
 figures of tables are in table_figures; the figures of pixels (image_figures: a bounded,
 seeded sample of patches and of images, one frame at a time) are imported only when one
-is drawn, so a rule drawing tables alone imports no DICOM or HDF5 reader."""
+is drawn, so a rule drawing tables alone imports no DICOM reader."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from embedpatch.report.table_figures import (
     roi_sizes_figure,
     rois_per_image_figure,
 )
-from embedpatch.rois.stage import ACCEPTED_COLUMNS
+from embedpatch.rois.columns import ACCEPTED_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@
 row's ROIs against its image's size; pure), `coordinate_space` (which pixel space a
 table's boxes are in, and the mirror to DICOM's), `flip_check` (wrong-side QC on a
 downsampled view), `stage` (the stage driver: rows in, `rois.parquet` and
-`rejected.parquet` out), `cache` (the outcome cache that makes reruns read only new or
-changed images).
+`rejected.parquet` out), `columns` (those tables' columns and readers, for what comes
+after the stage), `cache` (the outcome cache that makes reruns read only new or changed
+images).
 """

@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from embedpatch import geometry
 from embedpatch.dicom import (
@@ -42,13 +40,23 @@ from embedpatch.dicom import reader as dicom_reader
 from embedpatch.geometry import Mirror
 from embedpatch.io import object_store
 from embedpatch.io.atomic import atomic_output, write_json
-from embedpatch.io.tables import TableError, frame_records
+from embedpatch.io.tables import frame_records
 from embedpatch.logs import with_progress
-from embedpatch.reasons import RETRIED_NEXT_RUN, RoiReason, RoiWarning
+from embedpatch.reasons import RETRIED_NEXT_RUN, RoiReason
+from embedpatch.rois import columns as roi_columns
 from embedpatch.rois import coordinate_space, flip_check
 from embedpatch.rois import parse as roi_parse
 from embedpatch.rois import validate as roi_validate
 from embedpatch.rois.cache import OutcomeCache, fingerprint
+from embedpatch.rois.columns import (
+    ACCEPTED_COLUMNS,
+    INPUT_COLUMNS,
+    REJECTED_COLUMNS,
+    ROW_CELLS,
+    read_filtered,
+    rows_with_roi_cells,
+    warning_counts,
+)
 from embedpatch.rois.coordinate_space import COLUMN_SPACE, PngRule, Space, ViewFacts, png_mirror
 from embedpatch.rois.flip_check import (
     FlipThresholds,
@@ -57,7 +65,7 @@ from embedpatch.rois.flip_check import (
     flip_verdict,
     read_tissue_view,
 )
-from embedpatch.rois.parse import declares_rois, is_missing, parse_coords, parse_roi_count
+from embedpatch.rois.parse import is_missing, parse_coords, parse_roi_count
 from embedpatch.rois.validate import (
     AcceptedRoi,
     ImageBounds,
@@ -68,14 +76,11 @@ from embedpatch.rois.validate import (
     validate_image_rois,
 )
 from embedpatch.vocab import (
-    BOX_COLUMNS,
     COORDS_COLUMN,
     FLAT_TYPES,
     IDENTIFIERS,
     IMAGE_COLUMNS,
-    IMAGE_TYPE,
     LATERALITY,
-    ROI_CELLS,
     ROI_COORDS,
     ROI_COUNT,
     ROI_FRAMES,
@@ -88,6 +93,7 @@ log = logging.getLogger(__name__)
 OUTCOME_CODE = (
     roi_parse,
     roi_validate,
+    roi_columns,
     geometry,
     coordinate_space,
     flip_check,
@@ -99,39 +105,6 @@ OUTCOME_CODE = (
     sys.modules[__name__],
 )
 """The modules whose code decides a row's outcome: a change to any starts the cache afresh."""
-
-TABLE_BOUNDS = ["Rows", "Columns", "ImagesInAcquisition"]
-INPUT_COLUMNS = [*IDENTIFIERS, *IMAGE_COLUMNS, *ROI_CELLS, *TABLE_BOUNDS, COORDS_COLUMN]
-ROW_CELLS = [IMAGE_TYPE, LATERALITY, VIEW, *ROI_CELLS, *TABLE_BOUNDS, COORDS_COLUMN]
-"""The cells of a row its outcome depends on, besides its image (the outcome cache's key)."""
-REQUIRED_COLUMNS = [*IDENTIFIERS, "dicom_path", ROI_COUNT, ROI_COORDS]
-
-ACCEPTED_COLUMNS = [
-    *IDENTIFIERS,
-    *IMAGE_COLUMNS,
-    "roi_index",
-    *BOX_COLUMNS,
-    "frames",
-    "rows",
-    "columns",
-    "n_frames",
-    "coords_space",
-    "flip_h",
-    "flip_v",
-    "clipped",
-    "near_duplicate_of",
-    "axes_swapped",
-    "axes_fixed",
-    "frames_on_2d",
-    "suspect_flip",
-    "flip_fixed",
-    "mirror",
-    "box_tissue",
-    "mirror_tissue",
-    "box_contrast",
-    "mirror_contrast",
-]
-REJECTED_COLUMNS = [*IDENTIFIERS, "roi_index", "reason", "detail", "n_rois"]
 
 
 @dataclass(frozen=True)
@@ -191,17 +164,6 @@ class CheckedRoi:
     mirror_tissue: float | None = None
     box_contrast: float | None = None
     mirror_contrast: float | None = None
-
-
-def rows_with_roi_cells(table: pd.DataFrame) -> pd.Series:
-    """Rows whose ROI cells declare anything (rois.parse.declares_rois); the cells may hold
-    anything (a count that is not a number counts as missing)."""
-    count = pa.array(pd.to_numeric(table[ROI_COUNT], errors="coerce").astype("Float64"))
-    coords, frames = (
-        pa.array(table[name].astype("string"), from_pandas=True)
-        for name in (ROI_COORDS, ROI_FRAMES)
-    )
-    return pd.Series(declares_rois(count, coords, frames), index=table.index)
 
 
 def _declared_without_image(row: Mapping[str, Any]) -> int:
@@ -519,20 +481,6 @@ def build_roi_tables(
     return replace(tables, summary=summary)
 
 
-def warning_counts(accepted: pd.DataFrame) -> dict[str, int]:
-    """How many accepted ROIs (ACCEPTED_COLUMNS rows) carry each RoiWarning, in its order."""
-    flags = {
-        RoiWarning.CLIPPED: accepted["clipped"],
-        RoiWarning.NEAR_DUPLICATE: accepted["near_duplicate_of"].notna(),
-        RoiWarning.SUSPECT_FLIP: accepted["suspect_flip"],
-        RoiWarning.FLIP_FIXED: accepted["flip_fixed"],
-        RoiWarning.SUSPECT_AXES_SWAPPED: accepted["axes_swapped"],
-        RoiWarning.AXES_FIXED: accepted["axes_fixed"],
-        RoiWarning.FRAMES_ON_2D: accepted["frames_on_2d"],
-    }
-    return {str(code): int(flag.fillna(False).sum()) for code, flag in flags.items()}
-
-
 def _summary(
     tables: RoiTables, rows_in: int, rows_with_accepted: int, rows_all_rejected: int, declared: int
 ) -> dict:
@@ -550,20 +498,6 @@ def _summary(
         "accepted_by_image_type": dict(Counter(accepted["FinalImageType"]).most_common()),
         "accepted_by_coords_space": dict(Counter(accepted["coords_space"]).most_common()),
     }
-
-
-def read_filtered(path: str) -> pd.DataFrame:
-    """The columns this stage uses from the filtered table; optional ones absent are null.
-
-    Integers come back as nullable Int64: through float64, 16-digit acc_anon would lose digits.
-    """
-    present = set(pq.read_schema(path).names)
-    missing_required = [name for name in REQUIRED_COLUMNS if name not in present]
-    if missing_required:
-        raise TableError(f"{path}: missing required columns {missing_required}")
-    columns = [name for name in INPUT_COLUMNS if name in present]
-    table = pd.read_parquet(path, columns=columns, dtype_backend="numpy_nullable")
-    return table.reindex(columns=INPUT_COLUMNS)
 
 
 def run_roi_stage(
