@@ -39,6 +39,7 @@ from embedpatch.demo.cohort import write_demo_cohort
 from embedpatch.dicom import ImageReader, read_header
 from embedpatch.io import object_store
 from embedpatch.io.object_store import StoreOptions
+from snakemake_start import refuse_slow_start
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "s3"
@@ -227,6 +228,7 @@ def main() -> None:
     parser.add_argument("--bandwidth-mbps", type=float, default=100.0)
     parser.add_argument("--skip-run", action="store_true")
     args = parser.parse_args()
+    refuse_slow_start()
     os.environ.update(CREDENTIALS)
     folder = image_folder()
     cohort = OUT / "cohort"

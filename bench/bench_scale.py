@@ -61,6 +61,7 @@ from make_large_cohort import OUT, make_cohort  # noqa: E402
 from make_release_cohort import ADDED_SHARE, make_release_cohort  # noqa: E402
 from make_release_cohort import OUT as RELEASE_BASE  # noqa: E402
 from make_release_cohort import ROWS as RELEASE_ROWS  # noqa: E402
+from snakemake_start import refuse_slow_start  # noqa: E402
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SNAKEFILE = str(ROOT / "Snakefile")
@@ -339,6 +340,8 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
+    if not args.report_only:
+        refuse_slow_start()
     results = []
     for n in [None] if args.release else args.sizes:
         saved = (RELEASE_OUT if n is None else OUT / str(n)) / "bench.json"

@@ -35,6 +35,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from bench_read import image_dataset, jpeg2000_lossless, synthetic_frames, write_cached
+from snakemake_start import refuse_slow_start
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "vs_doc"
@@ -190,6 +191,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--regenerate", action="store_true")
     arguments = parser.parse_args()
+    refuse_slow_start()
     results = {
         name: bench_cohort(name, arguments.repeats, arguments.regenerate)
         for name in arguments.cohorts

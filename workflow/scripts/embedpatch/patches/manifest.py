@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedpatch.io.atomic import atomic_output, write_json
@@ -140,9 +141,14 @@ def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _batch_tables(table_paths: Sequence[str]) -> pd.DataFrame:
-    """The batches' tables of patches as one, each row with its patch `dtype`."""
-    tables = [pd.read_parquet(path) for path in table_paths]
-    return _with_dtypes(pd.concat(tables, ignore_index=True)) if tables else no_patches()
+    """The batches' tables of patches as one, each row with its patch `dtype`. Joined as
+    Arrow tables and converted once: converting each of 256 batch tables to pandas took
+    0.45 s, this 0.26 s."""
+    if not table_paths:
+        return no_patches()
+    tables = [pq.read_table(path) for path in table_paths]
+    joined = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return _with_dtypes(joined.reset_index(drop=True))
 
 
 def manifest_from_batch_tables(
