@@ -60,7 +60,7 @@ REJECTED_COLUMNS = [*IDENTIFIERS, "roi_index", "reason", "detail", "n_rois"]
 
 
 def read_filtered(path: str) -> pd.DataFrame:
-    """The columns this stage uses from the filtered table; optional ones absent are null.
+    """The columns stage 2 uses from the filtered table; optional ones absent are null.
 
     Integers come back as nullable Int64: through float64, 16-digit acc_anon would lose digits.
     """
