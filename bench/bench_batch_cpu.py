@@ -34,7 +34,8 @@ SPECS = ROOT / "bench" / "out" / "batch_cpu" / "specs.json"
 def write_specs(size: int, target: Path) -> None:
     """The batches of the scale cohort's run, with their settings, to `target`."""
     from embedpatch.config import validate_config
-    from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_batches
+    from embedpatch.patches.batches import BatchLayout, plan_layout
+    from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_specs
 
     work = ROOT / "bench" / "out" / "scale" / str(size) / "batched"
     config = validate_config(yaml.safe_load((work / "config.yaml").read_text()))
@@ -46,10 +47,11 @@ def write_specs(size: int, target: Path) -> None:
         str(results / "metadata/filtered.parquet"),
     )
     target.parent.mkdir(parents=True, exist_ok=True)
+    specs = load_exam_specs(inputs)
+    saved = BatchLayout.read(results / "patches/layout.json")
     data = {
-        "batches": load_exam_batches(inputs),
+        "batches": plan_layout(saved, specs.keys(), inputs.n_batches).group(specs),
         "settings": extraction_settings(config),
-        "n_batches": config["patches"]["batches"],
     }
     target.write_text(json.dumps(data))
 
@@ -69,7 +71,6 @@ def run_batches(data: dict, names: list[str], folder: Path) -> float:
             str(folder),
             str(records / f"{name}.json"),
             str(records / f"{name}.parquet"),
-            data["n_batches"],
         )
     return time.process_time() - start
 

@@ -30,7 +30,7 @@ from embedpatch.dicom import read_header
 from embedpatch.filter.stage import filter_metadata
 from embedpatch.patches.extract import extract_exam
 from embedpatch.patches.negative_images import NegativeChoice
-from embedpatch.patches.plan import SpecInputs, load_exam_batches
+from embedpatch.patches.plan import SpecInputs, load_exam_specs
 from embedpatch.patches.shards import DEFAULT_COMPRESSION, write_shard
 from embedpatch.patches.spec import ExamSpec, ImageSpec, PatchSettings
 from embedpatch.rois.stage import run_roi_stage
@@ -151,8 +151,7 @@ def main() -> None:
         seed=0,
         n_batches=1,
     )
-    batches = watch.time("exam specifications", load_exam_batches, inputs)
-    specs = {acc: spec for batch in batches.values() for acc, spec in batch.items()}
+    specs = watch.time("exam specifications", load_exam_specs, inputs)
     settings = PatchSettings.from_dict(SETTINGS)
     passes = [exam_pass(specs, settings) for _ in range(args.repeats)]
     best, counts = min(passes, key=lambda result: sum(result[0].seconds.values()))

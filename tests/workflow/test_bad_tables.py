@@ -178,7 +178,9 @@ def test_a_zero_row_parquet_table_gives_empty_outputs(demo_table, demo_cohort, t
     stage2 = [str(tmp_path / name) for name in ("rois.parquet", "val.parquet", "roi.json")]
     run_roi_stage(str(tmp_path / "filtered.parquet"), *stage2, validate_config({})["rois"])
     outputs = [str(tmp_path / name) for name in ("m.parquet", "r.parquet", "r.csv", "p.json")]
-    summary = collect_patches([], [], str(tmp_path / "filtered.parquet"), stage2[1], *outputs)
+    summary = collect_patches(
+        [], [], str(tmp_path / "filtered.parquet"), stage2[1], *outputs, shard_dir=str(tmp_path)
+    )
     assert summary["patches"] == 0
     manifest = pd.read_parquet(tmp_path / "m.parquet")
     assert manifest.empty and {"shard", "index", "acc_anon", "label"} <= set(manifest.columns)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from embedpatch.demo import SOURCE_PREFIX
-from embedpatch.patches.batches import batch_name
+from embedpatch.patches.batches import BatchLayout, batch_name
 from helpers.snakemake_runner import run_snakemake
 
 N_BATCHES = 2
@@ -72,8 +72,11 @@ def rewritten(before: dict, after: dict) -> set[str]:
     return {acc for acc, stamp in after.items() if before.get(acc) != stamp}
 
 
-def batch_of(acc_anon: str) -> str:
-    return batch_name(acc_anon, N_BATCHES)
+def batch_of(workdir: Path, acc_anon: str) -> str:
+    """The exam's batch in the layout the last run saved."""
+    layout = BatchLayout.read(workdir / "results/patches/layout.json")
+    (batch,) = [name for name, exams in layout.batches.items() if acc_anon in exams]
+    return batch
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +150,12 @@ def test_a_new_exam_recomputes_only_that_exam(workdir, full_table, roi_exams):
     new = roi_exams[-1]
     before = shard_stamps(workdir)
     write_table(full_table, workdir / "metadata.csv")
+    batches_before = {path.stem for path in (workdir / "results/patches/batches").glob("*.json")}
     jobs = run(workdir)
-    assert extracted(jobs) == {batch_of(new)}
+    # The new exam is in a batch of its own: one job runs, and no old batch.
+    assert extracted(jobs) == {batch_of(workdir, new)}
+    assert batch_of(workdir, new) not in batches_before
+    assert int(batch_of(workdir, new)[1:]) >= N_BATCHES
     assert rewritten(before, shard_stamps(workdir)) == {new}
     manifest = pd.read_parquet(workdir / "results/manifest.parquet")
     assert (manifest["acc_anon"].astype(str) == new).any()
@@ -187,11 +194,11 @@ def test_a_changed_roi_recomputes_only_its_exam(workdir):
     write_table(table, workdir / "metadata.csv")
     before = shard_stamps(workdir)
     jobs = run(workdir)
-    assert extracted(jobs) == {batch_of(changed)}
+    assert extracted(jobs) == {batch_of(workdir, changed)}
     reasons = [reason for rule, _, reason in jobs if rule == "extract_patches"]
     assert "Params have changed" in reasons[0]
     # The batch holds other exams; their shards are kept as they were.
-    assert sum(batch_of(acc) == batch_of(changed) for acc in before) > 1
+    assert sum(batch_of(workdir, acc) == batch_of(workdir, changed) for acc in before) > 1
     assert rewritten(before, shard_stamps(workdir)) == {changed}
 
 
@@ -199,9 +206,9 @@ def test_a_removed_exam_loses_its_shard(workdir, roi_exams):
     table = read_table(workdir / "metadata.csv")
     removed = roi_exams[0]
     write_table(table[table["acc_anon"] != removed], workdir / "metadata.csv")
-    before = shard_stamps(workdir)
+    before, batch = shard_stamps(workdir), batch_of(workdir, removed)
     jobs = run(workdir)
-    assert extracted(jobs) == {batch_of(removed)}
+    assert extracted(jobs) == {batch}
     after = shard_stamps(workdir)
     assert set(after) == set(before) - {removed}
     assert rewritten(before, after) == set()
@@ -214,7 +221,7 @@ def test_a_patch_setting_recomputes_every_shard(workdir):
     config["patches"]["size"] = 40
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     before = shard_stamps(workdir)
-    assert extracted(run(workdir)) == {batch_of(acc) for acc in before}
+    assert extracted(run(workdir)) == {batch_of(workdir, acc) for acc in before}
     assert rewritten(before, shard_stamps(workdir)) == set(before)
 
 
@@ -235,3 +242,21 @@ def test_a_deleted_shard_is_rewritten_by_forcing_extraction(workdir):
     (workdir / f"results/patches/{lost}.h5").unlink()
     run(workdir, "--forcerun", "extract_patches")
     assert rewritten(before, shard_stamps(workdir)) == {lost}
+
+
+def test_an_exam_added_then_removed_leaves_no_batch_or_shard(workdir, full_table, roi_exams):
+    new = roi_exams[-1]
+    write_table(full_table, workdir / "metadata.csv")
+    run(workdir)
+    alone = batch_of(workdir, new)
+    before = shard_stamps(workdir)
+    write_table(full_table[full_table["acc_anon"] != new], workdir / "metadata.csv")
+    jobs = run(workdir)
+    # Its batch held it alone: no batch job reruns, and the manifest's rule deletes the shard.
+    assert extracted(jobs) == set()
+    assert "collect_patches" in {rule for rule, _, _ in jobs}
+    assert set(shard_stamps(workdir)) == set(before) - {new}
+    layout = BatchLayout.read(workdir / "results/patches/layout.json")
+    assert alone not in layout.batches and new not in layout.exams()
+    manifest = pd.read_parquet(workdir / "results/manifest.parquet")
+    assert not (manifest["acc_anon"].astype(str) == new).any()

@@ -25,7 +25,7 @@ import yaml
 
 from embedpatch.config import validate_config
 from embedpatch.patches.batch_job import extract_exam_shard
-from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_batches
+from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_specs
 from embedpatch.patches.shards import shard_is_complete
 from helpers.user_mode import check_outputs, clean_rows, set_up_run, snakemake, snakemake_command
 
@@ -140,7 +140,7 @@ def test_every_shard_equals_an_uninterrupted_one(interrupted, tmp_path):
     workdir, _ = interrupted
     config = validate_config(yaml.safe_load((workdir / "config.yaml").read_text()))
     rois = workdir / "results/rois"
-    batches = load_exam_batches(
+    specs = load_exam_specs(
         SpecInputs.from_config(
             config,
             str(rois / "rois.parquet"),
@@ -148,7 +148,6 @@ def test_every_shard_equals_an_uninterrupted_one(interrupted, tmp_path):
             str(workdir / "results/metadata/filtered.parquet"),
         )
     )
-    specs = {acc: spec for batch in batches.values() for acc, spec in batch.items()}
     shards = sorted((workdir / "results/patches").glob("*.h5"))
     assert [path.stem for path in shards] == sorted(specs)
     for path in shards:

@@ -50,7 +50,9 @@ NEGATIVES_PER_IMAGE = negatives_per_image(config)
 EXTRACTION_SETTINGS = extraction_settings(config)
 
 
-# Each batch's specifications, written by the main process for its jobs (patches.plan).
+# Which exams each batch holds, kept from run to run, and each batch's specifications,
+# written by the main process for its jobs (patches.batches, patches.plan).
+LAYOUT = f"{RESULTS}/patches/layout.json"
 SPEC_DIR = f"{RESULTS}/patches/specs"
 
 
@@ -65,13 +67,11 @@ def spec_inputs():
 
 
 def exam_batches():
-    """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2);
-    the main process also publishes each batch's specifications for its job."""
-    from embedpatch.patches.plan import load_exam_batches, publish_batch_specs
+    """batch -> {acc_anon: JSON specification}, for every exam with work (after stage 2):
+    the main process's plan, which it saves (layout) and publishes for the jobs."""
+    from embedpatch.patches.plan import plan_batches
 
-    inputs = spec_inputs()
-    publish_batch_specs(inputs, SPEC_DIR)
-    return load_exam_batches(inputs)
+    return plan_batches(spec_inputs(), LAYOUT, SPEC_DIR)
 
 
 def batch_specs(wildcards):
@@ -81,12 +81,7 @@ def batch_specs(wildcards):
         return exam_batches()[wildcards.batch]
     from embedpatch.patches.plan import job_batch_specs
 
-    return job_batch_specs(spec_inputs(), wildcards.batch, SPEC_DIR)
-
-
-def n_batches(wildcards):
-    """The number of batches (patches.batches, "auto" resolved against stage 2's exams)."""
-    return spec_inputs().n_batches
+    return job_batch_specs(spec_inputs(), wildcards.batch, LAYOUT, SPEC_DIR)
 
 
 def batch_outputs(wildcards):
@@ -101,3 +96,8 @@ def batch_outputs(wildcards):
 def shard_dir(wildcards, output):
     """The shards' folder: patches/, where the batch records' folder is."""
     return os.path.dirname(os.path.dirname(output.record))
+
+
+def manifest_shard_dir(wildcards, output):
+    """The shards' folder for the manifest's rule: patches/ beside the manifest."""
+    return os.path.join(os.path.dirname(output.manifest), "patches")

@@ -1,12 +1,14 @@
-# Stage 3: one HDF5 shard per exam, written by batch jobs (patches.batches), then the
-# manifest of every patch. An exam's batch is a hash of its acc_anon (embedpatch.patches.batches):
-# each job carries its exams' specifications (embedpatch.patches.spec) as a param, so only
+# Stage 3: one HDF5 shard per exam, written by batch jobs, then the manifest of every
+# patch. An exam keeps the batch it was first placed in and new exams go to new batches
+# (embedpatch.patches.batches; the layout is saved in patches/layout.json). Each job
+# carries its exams' specifications (embedpatch.patches.spec) as a param, so only
 # batches whose specifications changed rerun, and inside them only missing or stale
 # shards are rewritten. The shards are not declared outputs (Snakemake would delete a
 # rerun batch's shards first); the batch's record lists them, and its table holds their
-# patches' rows, from which the manifest is built without opening every shard. The ROI
-# table is an ancient() input, so rewriting it alone reruns nothing. dicom_root is
-# passed apart: images whose real path leaves it are refused, never read.
+# patches' rows, from which the manifest is built without opening every shard; the
+# manifest's rule deletes the shards no batch lists. The ROI table is an ancient()
+# input, so rewriting it alone reruns nothing. dicom_root is passed apart: images whose
+# real path leaves it are refused, never read.
 
 
 rule extract_patches:
@@ -27,7 +29,6 @@ rule extract_patches:
         exams=batch_specs,
         settings=EXTRACTION_SETTINGS,
         shard_dir=shard_dir,
-        n_batches=n_batches,
         dicom_root=INPUTS.dicom_root,
     script:
         "../scripts/extract_patches.py"
@@ -49,6 +50,8 @@ rule collect_patches:
         "../../envs/collect.yaml"
     resources:
         mem_mb=2000,
+    params:
+        shard_dir=manifest_shard_dir,
     script:
         "../scripts/collect_patches.py"
 

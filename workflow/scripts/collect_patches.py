@@ -14,4 +14,5 @@ run_logged(
     rejected_path=snakemake.output.rejected,
     rejected_csv_path=snakemake.output.rejected_csv,
     summary_path=snakemake.output.summary,
+    shard_dir=snakemake.params.shard_dir,
 )

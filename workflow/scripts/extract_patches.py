@@ -13,6 +13,5 @@ run_logged(
     shard_dir=snakemake.params.shard_dir,
     record_path=snakemake.output.record,
     table_path=snakemake.output.table,
-    n_batches=snakemake.params.n_batches,
     dicom_root=snakemake.params.dicom_root,
 )

@@ -7,16 +7,18 @@ from dataclasses import replace
 import pandas as pd
 
 from embedpatch.config import validate_config
+from embedpatch.patches.batches import BatchLayout
 from embedpatch.patches.negative_images import NegativeChoice
 from embedpatch.patches.plan import (
     SpecInputs,
     build_exam_specs,
     extraction_settings,
     job_batch_specs,
-    load_exam_batches,
+    load_exam_specs,
     negative_candidates,
     negatives_per_image,
-    publish_batch_specs,
+    plan_batches,
+    publication_key,
 )
 from embedpatch.patches.spec import PatchSettings
 
@@ -117,29 +119,48 @@ def stage2_tables(folder) -> SpecInputs:
 
 def test_a_batch_job_reads_only_its_published_specifications(tmp_path):
     inputs = stage2_tables(tmp_path)
-    folder = tmp_path / "specs"
-    batches = load_exam_batches(inputs)
-    assert publish_batch_specs(inputs, folder)
-    assert not publish_batch_specs(inputs, folder)  # same tables: nothing written again
+    folder, layout = tmp_path / "specs", tmp_path / "layout.json"
+    batches = plan_batches(inputs, layout, folder)
+    assert sorted(acc for specs in batches.values() for acc in specs) == sorted(
+        load_exam_specs(inputs)
+    )
+    assert BatchLayout.read(layout).group(load_exam_specs(inputs)) == batches  # saved
     (published,) = folder.iterdir()
     assert sorted(path.stem for path in published.glob("*.json")) == sorted(batches)
     for batch, specs in batches.items():
-        assert job_batch_specs(inputs, batch, folder) == specs
+        assert job_batch_specs(inputs, batch, layout, folder) == specs
     # The job reads the published file, not the tables.
     batch = next(iter(batches))
     (published / f"{batch}.json").write_text("{}")
-    assert job_batch_specs(inputs, batch, folder) == {}
+    assert job_batch_specs(inputs, batch, layout, folder) == {}
     os.utime(inputs.rois, ns=(1, 1))  # a new version of the ROI table: another key
-    assert job_batch_specs(inputs, batch, folder) == batches[batch]
-    assert publish_batch_specs(inputs, folder)
-    assert [path.name for path in folder.iterdir()] == [inputs.key()]  # the old one removed
-    assert job_batch_specs(inputs, batch, folder) == batches[batch]
+    assert job_batch_specs(inputs, batch, layout, folder) == batches[batch]
+    assert plan_batches(inputs, layout, folder) == batches
+    assert [path.name for path in folder.iterdir()] == [publication_key(inputs, layout)]
+    assert job_batch_specs(inputs, batch, layout, folder) == batches[batch]
+
+
+def test_a_new_exam_gets_a_batch_of_its_own_and_is_published(tmp_path):
+    inputs = stage2_tables(tmp_path)
+    folder, layout = tmp_path / "specs", tmp_path / "layout.json"
+    before = plan_batches(inputs, layout, folder)
+    rois = pd.read_parquet(inputs.rois)
+    new = rois.iloc[[0]].assign(acc_anon=99, anon_dicom_path="z/1.dcm", dicom_path="/local/z/1.dcm")
+    pd.concat([rois, new]).to_parquet(inputs.rois)
+    after = plan_batches(inputs, layout, folder)
+    assert {batch: specs for batch, specs in after.items() if batch in before} == before
+    assert [list(specs) for batch, specs in after.items() if batch not in before] == [["99"]]
+    (added,) = after.keys() - before.keys()
+    assert int(added[1:]) >= inputs.n_batches
+    assert job_batch_specs(inputs, added, layout, folder) == after[added]
+    # Without the published files, a job builds them and groups them by the saved layout.
+    assert job_batch_specs(inputs, added, layout, tmp_path / "nothing published") == after[added]
 
 
 def test_the_chosen_images_without_rois_get_negatives(tmp_path):
     inputs = stage2_tables(tmp_path)
     only_rois = replace(inputs, negative_choice=NegativeChoice(without_rois="none"))
-    specs = {a: s for b in load_exam_batches(only_rois).values() for a, s in b.items()}
+    specs = load_exam_specs(only_rois)
     negatives = {
         image["anon_dicom_path"]: image["negatives"]
         for spec in specs.values()
@@ -150,8 +171,8 @@ def test_the_chosen_images_without_rois_get_negatives(tmp_path):
 
 def test_a_job_without_published_specifications_says_so(tmp_path, caplog):
     inputs = stage2_tables(tmp_path)
-    batch = next(iter(load_exam_batches(inputs)))
-    job_batch_specs(inputs, batch, tmp_path / "nothing published")
+    batch = next(iter(plan_batches(inputs, tmp_path / "layout.json", tmp_path / "specs")))
+    job_batch_specs(inputs, batch, tmp_path / "layout.json", tmp_path / "nothing published")
     assert f"no published specifications for {batch}" in caplog.text
 
 

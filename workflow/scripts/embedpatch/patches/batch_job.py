@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,6 @@ from embedpatch.dicom import ImageError
 from embedpatch.io import object_store
 from embedpatch.io.atomic import atomic_output
 from embedpatch.logs import with_progress
-from embedpatch.patches.batches import batch_name
 from embedpatch.patches.identity import sha256, spec_hash
 from embedpatch.reasons import RETRIED_NEXT_RUN
 
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHARD_NAME = re.compile(r"^(\d+)\.h5$")
 STATE_DIR = "state"
 STATE_VERSION = 2
 """Version 2: info rows with `patches_sha256` (shard schema 4); older states are ignored."""
@@ -175,17 +172,14 @@ def _entry(
 class BatchState:
     """A batch's state files (module docstring): entries by acc_anon, info rows by shard."""
 
-    def __init__(self, shard_dir: Path, batch: str, n_batches: int) -> None:
+    def __init__(self, shard_dir: Path, batch: str) -> None:
         folder = shard_dir / STATE_DIR
         self.json_path, self.table_path = folder / f"{batch}.json", folder / f"{batch}.parquet"
-        self.n_batches = n_batches
         self.entries: dict[str, dict[str, Any]] = {}
-        self.same_batches = False
         try:
             saved = json.loads(self.json_path.read_text())
             if saved.get("version") == STATE_VERSION and self.table_path.is_file():
                 self.entries = saved["exams"]
-                self.same_batches = saved["n_batches"] == n_batches
         except (OSError, ValueError, KeyError):
             self.entries = {}
 
@@ -204,28 +198,9 @@ class BatchState:
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.table_path) as temporary:
             table.to_parquet(temporary, index=False)
-        saved = {"version": STATE_VERSION, "n_batches": self.n_batches, "exams": entries}
+        saved = {"version": STATE_VERSION, "exams": entries}
         with atomic_output(self.json_path) as temporary:
             temporary.write_text(json.dumps(saved, sort_keys=True) + "\n")
-
-
-def _remove_departed(
-    shard_dir: Path, batch: str, n_batches: int, kept: set[str], state: BatchState
-) -> list[str]:
-    """Delete shards of this batch whose exams are no longer in it; their acc_anon. The
-    batch state names them; without one (or after a change of the batch count) every
-    shard of the folder is looked at."""
-    if state.same_batches:
-        candidates = [shard_dir / f"{acc}.h5" for acc in state.entries]
-    else:
-        candidates = sorted(shard_dir.glob("*.h5"))
-    removed = []
-    for path in candidates:
-        match = SHARD_NAME.match(path.name)
-        if match and match[1] not in kept and batch_name(match[1], n_batches) == batch:
-            path.unlink(missing_ok=True)
-            removed.append(match[1])
-    return removed
 
 
 def extract_batch(
@@ -234,15 +209,15 @@ def extract_batch(
     shard_dir: str,
     record_path: str,
     table_path: str,
-    n_batches: int,
     dicom_root: str | None = None,
 ) -> dict[str, int]:
     """Bring the shard of every exam of one batch up to date, then write its record and
     its table.
 
-    `specs`: acc_anon -> specification, all in the batch `record_path` is named after.
-    Shards already current are kept as they are (decided from the batch state, see the
-    module docstring); shards of exams that left the batch are deleted. An exam that
+    `specs`: acc_anon -> specification of the exams of the batch `record_path` is named
+    after. Shards already current are kept as they are (decided from the batch state,
+    see the module docstring). Shards of exams that left the cohort are deleted by the
+    manifest's rule, which sees every batch (embedpatch.patches.manifest). An exam that
     fails is logged and the others go on; the batch then raises BatchError without
     writing its record (its job fails, and a rerun recomputes only what is still
     missing). The record (JSON) lists the batch's shards with their specification
@@ -253,13 +228,11 @@ def extract_batch(
     batch = Path(record_path).stem
     directory = Path(shard_dir)
     settings_hash = sha256(settings_json)
-    state = BatchState(directory, batch, n_batches)
+    state = BatchState(directory, batch)
     counts = {"extracted": 0, "current": 0, "failed": 0}
     entries: dict[str, dict[str, Any]] = {}
     fresh: dict[str, pd.DataFrame] = {}  # acc_anon -> info rows (no `shard`) not saved yet
     for acc_anon, spec_json in with_progress(specs.items(), f"batch {batch}", "exams"):
-        if batch_name(acc_anon, n_batches) != batch:
-            raise ValueError(f"exam {acc_anon} does not belong to batch {batch}")
         shard = directory / f"{acc_anon}.h5"
         entry = state.entries.get(acc_anon)
         if state_entry_is_current(entry, shard, spec_json, settings_hash):
@@ -283,8 +256,7 @@ def extract_batch(
             continue
         entries[acc_anon] = _entry(spec_json, settings_hash, shard, info, rejections)
         fresh[acc_anon] = info
-    removed = _remove_departed(directory, batch, n_batches, set(specs), state)
-    log.info("batch %s: %s, %d departed shards removed", batch, counts, len(removed))
+    log.info("batch %s: %s", batch, counts)
     if counts["failed"]:
         raise BatchError(f"{counts['failed']} of {len(specs)} exams of batch {batch} failed")
     Path(record_path).parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +268,7 @@ def extract_batch(
         else:  # every shard kept: the saved table is the batch's (no pandas needed)
             shutil.copyfile(state.table_path, temporary)
     _write_record(batch, settings_hash, entries, directory, record_path)
-    return counts | {"removed": len(removed)}
+    return counts
 
 
 def _batch_table(

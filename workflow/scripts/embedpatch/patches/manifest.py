@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ from embedpatch.patches.shards import (
 from embedpatch.vocab import CLINICAL_PREFIX
 
 log = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"^(\d+)\.h5$")
 
 
 def no_patches() -> pd.DataFrame:
@@ -114,17 +117,30 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, n_shards: int) -> 
     }
 
 
-def _batch_records(record_paths: Sequence[str]) -> tuple[pd.DataFrame, int, Counter]:
-    """The extraction rejections the batch records list (a table without columns when
-    there is none), their number of shards, and the object store requests and bytes of
-    the batches' last runs."""
-    rejections, n_shards, transfer = [], 0, Counter(requests=0, bytes=0)
+def _batch_records(record_paths: Sequence[str]) -> tuple[pd.DataFrame, set[str], Counter]:
+    """The extraction rejections the batch records list, in acc_anon order whatever the
+    batches (a table without columns when there is none), the exams with a shard, and the
+    object store requests and bytes of the batches' last runs."""
+    rejections, exams, transfer = [], set(), Counter(requests=0, bytes=0)
     for path in record_paths:
         record = json.loads(Path(path).read_text())
         rejections.extend(record["rejections"])
-        n_shards += len(record["exams"])
+        exams.update(record["exams"])
         transfer.update(record.get("object_store", {}))
-    return pd.DataFrame(rejections), n_shards, transfer
+    rejections.sort(key=lambda row: str(row["acc_anon"]))
+    return pd.DataFrame(rejections), exams, transfer
+
+
+def remove_departed_shards(shard_dir: str | Path, exams: set[str]) -> list[str]:
+    """Delete the shards of `shard_dir` (`<acc_anon>.h5`) of exams not in `exams`, those
+    of no batch any more (the exam left the cohort or has no work left); their acc_anon."""
+    removed = []
+    for path in sorted(Path(shard_dir).glob("*.h5")):
+        match = SHARD_NAME.match(path.name)
+        if match and match[1] not in exams:
+            path.unlink(missing_ok=True)
+            removed.append(match[1])
+    return removed
 
 
 def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
@@ -170,9 +186,11 @@ def collect_patches(
     rejected_path: str,
     rejected_csv_path: str,
     summary_path: str,
+    shard_dir: str,
 ) -> dict:
     """Write the manifest, the combined rejection tables and the patch summary, from the
-    extraction batches' records and tables (embedpatch.patches.batch_job.extract_batch).
+    extraction batches' records and tables (embedpatch.patches.batch_job.extract_batch),
+    and delete the shards in `shard_dir` that no batch lists (`remove_departed_shards`).
 
     The manifest's folder is the results folder its `shard` paths are made relative to;
     its rows are sorted by (shard, index).
@@ -180,10 +198,11 @@ def collect_patches(
     manifest = manifest_from_batch_tables(
         table_paths, str(Path(manifest_path).parent), filtered_path
     )
-    extraction, n_shards, transfer = _batch_records(record_paths)
+    extraction, exams, transfer = _batch_records(record_paths)
+    removed = remove_departed_shards(shard_dir, exams)
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)
-    summary = summarize(manifest, rejected, n_shards) | {"object_store": dict(transfer)}
+    summary = summarize(manifest, rejected, len(exams)) | {"object_store": dict(transfer)}
     with atomic_output(manifest_path) as temporary:
         manifest.to_parquet(temporary, index=False)
     with atomic_output(rejected_path) as temporary:
@@ -191,5 +210,5 @@ def collect_patches(
     with atomic_output(rejected_csv_path) as temporary:
         rejected.to_csv(temporary, index=False)
     write_json(summary_path, summary)
-    log.info("collected %s", json.dumps(summary))
+    log.info("%d shards of departed exams removed; collected %s", len(removed), json.dumps(summary))
     return summary

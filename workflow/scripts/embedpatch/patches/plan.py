@@ -11,10 +11,11 @@ records the hash of its exam's specification.
 
 Every batch job is a Snakemake process of its own (on a cluster, on another node), which
 parses the workflow again and asks for its batch's specifications. The main process
-builds them all (it decides which batches rerun) and publishes each batch's as a file
-(`publish_batch_specs`), named by a key of the tables' versions and the settings; a
-job reads only its own file (`job_batch_specs`), the same specifications, so its
-Snakemake records the same params.
+builds them all, places the exams in batches (the saved layout extended,
+embedpatch.patches.batches), which decides which batches rerun, and publishes each
+batch's specifications as a file (`plan_batches`), named by a key of the tables'
+versions, the settings and the layout; a job reads only its own file
+(`job_batch_specs`), the same specifications, so its Snakemake records the same params.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from embedpatch.bulk import collector_paused
 from embedpatch.config import resolve_inputs
 from embedpatch.geometry import Box, Mirror
 from embedpatch.io.tables import frame_records
-from embedpatch.patches.batches import auto_batch_count, group_into_batches
+from embedpatch.patches.batches import BatchLayout, auto_batch_count, plan_layout
 from embedpatch.patches.negative_images import NegativeChoice, negative_images
 from embedpatch.patches.spec import ExamSpec, PatchSettings
 from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
@@ -227,32 +228,65 @@ def chosen_negative_images(inputs: SpecInputs) -> pd.DataFrame:
 
 
 @cache
-def _cached_batches(inputs: SpecInputs, stamp: tuple) -> dict[str, dict[str, str]]:
+def _cached_specs(inputs: SpecInputs, stamp: tuple) -> dict[str, str]:
     with collector_paused():
-        specs = build_exam_specs(
+        return build_exam_specs(
             _read(inputs.rois), chosen_negative_images(inputs), inputs.negatives_per_image
         )
-        return group_into_batches(specs, inputs.n_batches)
 
 
-def load_exam_batches(inputs: SpecInputs) -> dict[str, dict[str, str]]:
-    """batch -> {acc_anon: specification}, from the stage-2 tables (read once per process
-    and file version: Snakemake asks for one batch's specifications per job)."""
-    return _cached_batches(inputs, inputs.stamp())
+def load_exam_specs(inputs: SpecInputs) -> dict[str, str]:
+    """acc_anon -> specification of every exam with work, from the stage-2 tables (built
+    once per process and file version: Snakemake asks for one batch's specifications
+    per job)."""
+    return _cached_specs(inputs, inputs.stamp())
 
 
-# ---- one batch's specifications for its own job -----------------------------------------
+# ---- the batches: planned by the main process, read by each job ---------------------------
 
 
-def publish_batch_specs(inputs: SpecInputs, folder: str | Path) -> bool:
-    """Write each batch's specifications to `folder`/<key>/<batch>.json, once per version
-    of the inputs (`SpecInputs.key`), so that a batch job reads only its own; whether
-    they were written. The files are written into a temporary folder renamed into place
-    when complete; other versions' folders are removed."""
-    folder, key = Path(folder), inputs.key()
+def plan_batches(
+    inputs: SpecInputs, layout_path: str | Path, folder: str | Path
+) -> dict[str, dict[str, str]]:
+    """batch -> {acc_anon: specification}: the main process's plan (once per process and
+    version of the inputs). The saved layout at `layout_path` is extended to this run's
+    exams (embedpatch.patches.batches) and saved again, and each batch's specifications
+    are published under `folder` for its job (`publish_batch_specs`)."""
+    return _planned(inputs, inputs.stamp(), str(layout_path), str(folder))
+
+
+@cache
+def _planned(
+    inputs: SpecInputs, stamp: tuple, layout_path: str, folder: str
+) -> dict[str, dict[str, str]]:
+    specs = _cached_specs(inputs, stamp)
+    layout = plan_layout(BatchLayout.read(layout_path), specs.keys(), inputs.n_batches)
+    layout.save(layout_path)
+    batches = layout.group(specs)
+    publish_batch_specs(batches, folder, publication_key(inputs, layout_path))
+    return batches
+
+
+def publication_key(inputs: SpecInputs, layout_path: str | Path) -> str:
+    """Names one version of the published specifications: the inputs' key
+    (`SpecInputs.key`) and the saved layout's bytes."""
+    try:
+        layout = hashlib.sha256(Path(layout_path).read_bytes()).hexdigest()
+    except OSError:
+        layout = "no layout"
+    return hashlib.sha256(f"{inputs.key()} {layout}".encode()).hexdigest()
+
+
+def publish_batch_specs(
+    batches: Mapping[str, Mapping[str, str]], folder: str | Path, key: str
+) -> bool:
+    """Write each batch's specifications to `folder`/`key`/<batch>.json, once per key, so
+    that a batch job reads only its own; whether they were written. The files are
+    written into a temporary folder renamed into place when complete; other keys'
+    folders are removed."""
+    folder = Path(folder)
     if (folder / key).is_dir():
         return False
-    batches = load_exam_batches(inputs)
     folder.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".publishing-", dir=folder))
     try:
@@ -273,13 +307,17 @@ def publish_batch_specs(inputs: SpecInputs, folder: str | Path) -> bool:
     return True
 
 
-def job_batch_specs(inputs: SpecInputs, batch: str, folder: str | Path) -> dict[str, str]:
-    """One batch's specifications, as `load_exam_batches(inputs)[batch]` gives them: read
-    from the file `publish_batch_specs` wrote for this version of the inputs, or built
-    from the tables when there is none (then every exam's specification is built)."""
-    published = Path(folder) / inputs.key()
+def job_batch_specs(
+    inputs: SpecInputs, batch: str, layout_path: str | Path, folder: str | Path
+) -> dict[str, str]:
+    """One batch's specifications, as `plan_batches` gave them to the main process: read
+    from the file it published for this version of the inputs and layout, or, when there
+    is none, built from the tables (every exam's) and grouped by the saved layout."""
+    published = Path(folder) / publication_key(inputs, layout_path)
     if published.is_dir():
         path = published / f"{batch}.json"
         return json.loads(path.read_text()) if path.is_file() else {}
     log.warning("no published specifications for %s: building every exam's", batch)
-    return load_exam_batches(inputs).get(batch, {})
+    specs = load_exam_specs(inputs)
+    layout = plan_layout(BatchLayout.read(layout_path), specs.keys(), inputs.n_batches)
+    return layout.group(specs).get(batch, {})
