@@ -260,3 +260,8 @@ def test_an_exam_added_then_removed_leaves_no_batch_or_shard(workdir, full_table
     assert alone not in layout.batches and new not in layout.exams()
     manifest = pd.read_parquet(workdir / "results/manifest.parquet")
     assert not (manifest["acc_anon"].astype(str) == new).any()
+    assert not (workdir / f"results/patches/batches/{alone}.json").exists()
+    # Back again: the same batch name and exams, rerun (its record went with the shard).
+    write_table(full_table, workdir / "metadata.csv")
+    assert extracted(run(workdir)) == {alone}
+    assert new in shard_stamps(workdir)

@@ -23,7 +23,7 @@ from embedpatch.patches.batches import (
     batch_name,
     plan_layout,
 )
-from embedpatch.patches.manifest import remove_departed_shards
+from embedpatch.patches.manifest import remove_departed_batches, remove_departed_shards
 from embedpatch.patches.shards import read_shard_tables, shard_is_complete
 
 SETTINGS = json.dumps(
@@ -346,3 +346,13 @@ def test_without_a_state_the_shards_are_opened_and_kept(batch):
     assert stamps(folder) == before
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "batches/b0.parquet"), table)
     assert (folder / "state/b0.json").is_file()
+
+
+def test_the_outputs_and_state_of_a_batch_no_longer_in_the_layout_are_deleted(tmp_path):
+    for name in ("batches/b0.json", "batches/b0.parquet", "batches/b12.json", "state/b12.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "batches/.b12.json.123.tmp").write_text("")
+    assert remove_departed_batches(tmp_path, {"b0"}) == ["b12"]
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.*"))
+    assert left == ["batches/.b12.json.123.tmp", "batches/b0.json", "batches/b0.parquet"]

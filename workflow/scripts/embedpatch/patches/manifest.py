@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedpatch.io.atomic import atomic_output, write_json
+from embedpatch.patches.batch_job import STATE_DIR
 from embedpatch.patches.shards import (
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
@@ -143,6 +144,20 @@ def remove_departed_shards(shard_dir: str | Path, exams: set[str]) -> list[str]:
     return removed
 
 
+def remove_departed_batches(shard_dir: str | Path, batches: set[str]) -> list[str]:
+    """Delete the records, tables and states (`batches/` and `state/` of `shard_dir`) of
+    batches not in `batches`, those the layout no longer has; their names. Left in place,
+    a record would make a batch that comes back with the same exams look done although
+    its shards were deleted."""
+    removed = set()
+    for folder in ("batches", STATE_DIR):
+        for path in Path(shard_dir, folder).glob("b*.*"):
+            if path.suffix in (".json", ".parquet") and path.stem not in batches:
+                path.unlink(missing_ok=True)
+                removed.add(path.stem)
+    return sorted(removed)
+
+
 def _with_dtypes(table: pd.DataFrame) -> pd.DataFrame:
     """`table` with every row's patch `dtype`: rows of batch tables written before that
     column existed get it from their shard's `patches` (one file open per such shard)."""
@@ -190,7 +205,8 @@ def collect_patches(
 ) -> dict:
     """Write the manifest, the combined rejection tables and the patch summary, from the
     extraction batches' records and tables (embedpatch.patches.batch_job.extract_batch),
-    and delete the shards in `shard_dir` that no batch lists (`remove_departed_shards`).
+    and delete what belongs to no batch in `shard_dir` (`remove_departed_shards`,
+    `remove_departed_batches`).
 
     The manifest's folder is the results folder its `shard` paths are made relative to;
     its rows are sorted by (shard, index).
@@ -200,6 +216,7 @@ def collect_patches(
     )
     extraction, exams, transfer = _batch_records(record_paths)
     removed = remove_departed_shards(shard_dir, exams)
+    gone = remove_departed_batches(shard_dir, {Path(path).stem for path in record_paths})
     validation = pd.read_parquet(validation_rejected_path, dtype_backend="numpy_nullable")
     rejected = all_rejections(validation, extraction)
     summary = summarize(manifest, rejected, len(exams)) | {"object_store": dict(transfer)}
@@ -210,5 +227,6 @@ def collect_patches(
     with atomic_output(rejected_csv_path) as temporary:
         rejected.to_csv(temporary, index=False)
     write_json(summary_path, summary)
-    log.info("%d shards of departed exams removed; collected %s", len(removed), json.dumps(summary))
+    log.info("removed: %d shards of departed exams, batches %s", len(removed), gone)
+    log.info("collected %s", json.dumps(summary))
     return summary
