@@ -27,6 +27,7 @@ from embedpatch.dicom import ImageError
 from embedpatch.io import object_store
 from embedpatch.io.atomic import atomic_output
 from embedpatch.logs import with_progress
+from embedpatch.patches.batches import RECORD_DIR, STATE_DIR
 from embedpatch.patches.identity import sha256, spec_hash
 from embedpatch.reasons import RETRIED_NEXT_RUN
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "state"
 STATE_VERSION = 2
 """Version 2: info rows with `patches_sha256` (shard schema 4); older states are ignored."""
 
@@ -330,7 +330,7 @@ def _forget_batches_of(shard_dir: Path, exams: set[str]) -> list[str]:
     that the next run reruns those batches and what is built on them (manifest, combined
     file); the batches' names."""
     forgotten = []
-    for record in sorted((shard_dir / "batches").glob("*.json")):
+    for record in sorted((shard_dir / RECORD_DIR).glob("*.json")):
         try:
             listed = set(json.loads(record.read_text())["exams"])
         except (OSError, ValueError, KeyError):

@@ -34,6 +34,10 @@ EXAMS_PER_BATCH = 4
 NEW_BATCHES_AT_LEAST = 2
 """New exams go to at least this many new batches (one per core of a small workstation)."""
 LAYOUT_VERSION = 1
+RECORD_DIR = "batches"
+"""Where a batch's Snakemake outputs are, in the shards' folder: its record and table."""
+STATE_DIR = "state"
+"""Where a batch's state is, in the shards' folder (embedpatch.patches.batch_job)."""
 
 
 def auto_batch_count(n_exams: int) -> int:

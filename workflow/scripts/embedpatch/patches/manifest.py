@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedpatch.io.atomic import atomic_output, write_json
-from embedpatch.patches.batch_job import STATE_DIR
+from embedpatch.patches.batches import RECORD_DIR, STATE_DIR
 from embedpatch.patches.shards import (
     INFO_COLUMNS,
     INFO_INT_COLUMNS,
@@ -150,7 +150,7 @@ def remove_departed_batches(shard_dir: str | Path, batches: set[str]) -> list[st
     a record would make a batch that comes back with the same exams look done although
     its shards were deleted."""
     removed = set()
-    for folder in ("batches", STATE_DIR):
+    for folder in (RECORD_DIR, STATE_DIR):
         for path in Path(shard_dir, folder).glob("b*.*"):
             if path.suffix in (".json", ".parquet") and path.stem not in batches:
                 path.unlink(missing_ok=True)
