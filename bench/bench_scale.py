@@ -19,6 +19,9 @@ rusage of that child: the maximum over it and the descendants it waited for):
   dryrun_after snakemake -n with every output there
   recheck      --forcerun extract_patches: every batch re-checks its shards (a replaced
                image or a deleted shard is found this way); shards written
+               (--repeats K: K-1 more rounds of removing the added exams, unmeasured,
+               then add_10 and recheck again, measured; the tables give the first
+               round, the ratio lines the medians against the full run)
   combine      -f patches_combined.h5: the combined file rebuilt (and Snakemake's start)
   job          one batch job as a cluster node runs it (--mode remote --target-jobs),
                every shard current: the overhead of a job (its own Snakemake, reading its
@@ -31,7 +34,7 @@ rusage of that child: the maximum over it and the descendants it waited for):
 ROIs and on the images with ROIs); its `add` step adds the last 1 % of the exams.
 
 Usage: .venv/bin/python bench/bench_scale.py [--sizes 1000 10000 50000] [--release]
-       [--fresh] [--steps STEP ...] [--report-only]
+       [--fresh] [--steps STEP ...] [--repeats K] [--report-only]
 --steps runs only those steps (in the order above) on the working folder as the last
 run left it, and merges them into the size's saved results, e.g. `--steps recheck`;
 each step expects the folder as the steps before it leave it.
@@ -46,6 +49,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -243,10 +247,10 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
     step("run", "--cores", str(CORES))
     step("noop", "--cores", str(CORES))
     if "add_10" in args.steps:
-        added = write_table(cohort, workdir, 0)
+        new_exams = write_table(cohort, workdir, 0)
         start = time.time()
         add = step("add_10", "--cores", str(CORES))
-        add["added_exams"] = added
+        add["added_exams"] = new_exams
         add["shards_written"] = shards_written_since(workdir, start)
     step("noop_after", "--cores", str(CORES))
     step("dryrun_after", "-n")
@@ -254,6 +258,9 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
         start = time.time()
         recheck = step("recheck", "--cores", str(CORES), "--forcerun", "extract_patches")
         recheck["shards_written"] = shards_written_since(workdir, start)
+    if args.repeats > 1 and {"add_10", "recheck"} <= set(args.steps):
+        repeat_reruns(cohort, workdir, configfile, added, args, result)
+        saved.write_text(json.dumps(result, indent=2) + "\n")
     step("combine", "--cores", str(CORES), "-f", "results/patches_combined.h5")
     if {"job", "job_unpublished"} & set(args.steps):
         target = f"extract_patches:batch={first_batch(workdir)}"
@@ -272,7 +279,58 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
     return result
 
 
+def repeat_reruns(
+    cohort: Path,
+    workdir: Path,
+    configfile: Path,
+    added: int,
+    args: argparse.Namespace,
+    result: dict,
+) -> None:
+    """args.repeats - 1 more rounds of: the added exams left out again (a run, not
+    measured), added back (add_10), every batch re-checked (recheck); each step's wall
+    times, the first round's included, go to result[step]["walls"]."""
+    logs = cohort / "logs_batched"
+    cores = ["--cores", str(CORES)]
+    for step_name in ("add_10", "recheck"):
+        result[step_name]["walls"] = [result[step_name]["wall_s"]]
+    for round_number in range(2, args.repeats + 1):
+        write_table(cohort, workdir, added)
+        measure(
+            snakemake(*cores, configfile=configfile), workdir, logs / "remove.log", args.timeout
+        )
+        write_table(cohort, workdir, 0)
+        for step_name, extra in (("add_10", []), ("recheck", ["--forcerun", "extract_patches"])):
+            log = logs / f"{step_name}_{round_number}.log"
+            record = measure(
+                snakemake(*cores, *extra, configfile=configfile), workdir, log, args.timeout
+            )
+            result[step_name]["walls"].append(record["wall_s"])
+            print(f"  round {round_number} {step_name}: {record['wall_s']} s", flush=True)
+
+
 # ---- report -----------------------------------------------------------------------------
+
+
+def ratio_lines(results: list[dict]) -> str:
+    """Each rerun step's median wall time (all rounds) as a share of the full run."""
+    lines = []
+    for r in results:
+        full = r.get("run", {}).get("wall_s")
+        if not full:
+            continue
+        parts = [f"{r['n_exams']:,} exams: full run {full:.1f} s"]
+        for step_name, label in (("add_10", "+ exams"), ("recheck", "-R extract_patches")):
+            walls = r.get(step_name, {}).get("walls") or [r.get(step_name, {}).get("wall_s")]
+            if walls[0] is None:
+                continue
+            middle = statistics.median(walls)
+            spread = (
+                f" (rounds: {', '.join(f'{wall:.1f}' for wall in walls)})" if len(walls) > 1 else ""
+            )
+            parts.append(f"{label} {middle:.1f} s{spread}, {100 * middle / full:.1f} %")
+        lines.append("; ".join(parts))
+    return "\n".join(lines)
 
 
 def _cell(record: dict | None) -> str:
@@ -338,6 +396,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="per step (s)")
     parser.add_argument("--fresh", action="store_true", help="start from empty working dirs")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of add_10 and recheck")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
@@ -353,6 +412,7 @@ def main() -> None:
     if results:
         print(table(results))
         print(job_table(results))
+        print(ratio_lines(results))
 
 
 if __name__ == "__main__":
