@@ -25,7 +25,8 @@ lint: $(VENV)/.dev-deps
 
 # Pages generated from the code: the configuration reference, from the config schema.
 docs: $(VENV)/.dev-deps
-	$(BIN)/python -c "from embedpatch.config import config_reference; print(config_reference(), end='')" > docs/configuration.md
+	$(BIN)/python -c "from embedpatch.config import config_reference; print(config_reference(), end='')" > docs/.configuration.md.tmp
+	mv docs/.configuration.md.tmp docs/configuration.md
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu run: apt-get install python3-venv" >&2; exit 1; }
