@@ -34,8 +34,12 @@ SPECS = ROOT / "bench" / "out" / "batch_cpu" / "specs.json"
 def write_specs(size: int, target: Path) -> None:
     """The batches of the scale cohort's run, with their settings, to `target`."""
     from embedpatch.config import validate_config
-    from embedpatch.patches.batches import BatchLayout, plan_layout
-    from embedpatch.patches.plan import SpecInputs, extraction_settings, load_exam_specs
+    from embedpatch.patches.plan import (
+        SpecInputs,
+        extraction_settings,
+        load_exam_specs,
+        run_layout,
+    )
 
     work = ROOT / "bench" / "out" / "scale" / str(size) / "batched"
     config = validate_config(yaml.safe_load((work / "config.yaml").read_text()))
@@ -48,9 +52,8 @@ def write_specs(size: int, target: Path) -> None:
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     specs = load_exam_specs(inputs)
-    saved = BatchLayout.read(results / "patches/layout.json")
     data = {
-        "batches": plan_layout(saved, specs.keys(), inputs.n_batches).group(specs),
+        "batches": run_layout(inputs, specs, results / "patches/layout.json").group(specs),
         "settings": extraction_settings(config),
     }
     target.write_text(json.dumps(data))

@@ -85,10 +85,6 @@ class BatchLayout:
             batches.setdefault(batch_name(acc, n_batches), []).append(acc)
         return cls(n_batches, {name: tuple(batches[name]) for name in sorted(batches)})
 
-    def exams(self) -> set[str]:
-        """Every exam of the layout."""
-        return {acc for members in self.batches.values() for acc in members}
-
     def added_batches(self) -> list[str]:
         """The batches of exams added after the hashed layout."""
         return [name for name in self.batches if _number(name) >= self.hashed]

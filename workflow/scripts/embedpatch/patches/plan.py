@@ -260,11 +260,19 @@ def _planned(
     inputs: SpecInputs, stamp: tuple, layout_path: str, folder: str
 ) -> dict[str, dict[str, str]]:
     specs = _cached_specs(inputs, stamp)
-    layout = plan_layout(BatchLayout.read(layout_path), specs.keys(), inputs.n_batches)
+    layout = run_layout(inputs, specs, layout_path)
     layout.save(layout_path)
     batches = layout.group(specs)
     publish_batch_specs(batches, folder, publication_key(inputs, layout_path))
     return batches
+
+
+def run_layout(
+    inputs: SpecInputs, specs: Mapping[str, str], layout_path: str | Path
+) -> BatchLayout:
+    """This run's layout: the one saved at `layout_path` extended to the exams of `specs`
+    (by hash when none is saved)."""
+    return plan_layout(BatchLayout.read(layout_path), specs.keys(), inputs.n_batches)
 
 
 def publication_key(inputs: SpecInputs, layout_path: str | Path) -> str:
@@ -319,5 +327,4 @@ def job_batch_specs(
         return json.loads(path.read_text()) if path.is_file() else {}
     log.warning("no published specifications for %s: building every exam's", batch)
     specs = load_exam_specs(inputs)
-    layout = plan_layout(BatchLayout.read(layout_path), specs.keys(), inputs.n_batches)
-    return layout.group(specs).get(batch, {})
+    return run_layout(inputs, specs, layout_path).group(specs).get(batch, {})
