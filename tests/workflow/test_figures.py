@@ -10,9 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from embedpatch.report.figure_cache import FIGURE_SOURCES
+from embedpatch.report.figure_cache import FIGURE_SOURCES, figure_key, write_figures_cached
 from embedpatch.report.figure_data import MISSING
-from embedpatch.report.figures import PLOTS, RunTables, write_figures
+from embedpatch.report.figures import PLOTS, write_figures
+from embedpatch.report.run_tables import PIXEL_FIGURES, RunTables
 from embedpatch.report.table_figures import (
     balance_figure,
     counts_figure,
@@ -100,10 +101,13 @@ def test_summary_counts_equal_the_tables(demo_run):
     assert funnel["rows_in"]["total"] == summary["filter"]["rows_in"]
     assert funnel["rois_declared"]["total"] == summary["rois"]["rois_declared"]
     assert funnel["patches"]["total"] == summary["patches"]["patches"]
+    # plot_tables counts the funnel figure's numbers itself, from the same tables
+    tables = {table: str(results / RUN_TABLES[table]) for table in FIGURE_SOURCES["funnel"]}
+    assert RunTables(tables).funnel == funnel
 
 
 RUN_TABLES = {
-    "summary": "summary.json",
+    "filter_summary": "metadata/filter_summary.json",
     "filtered": "metadata/filtered.parquet",
     "rois": "rois/rois.parquet",
     "rejected": "rois/rejected.parquet",
@@ -117,8 +121,27 @@ def test_a_cached_figure_is_drawn_from_the_tables_its_key_covers(demo_run, tmp_p
     """The figure cache keys a figure on FIGURE_SOURCES: drawing it needs no other input."""
     results = demo_run / "results"
     inputs = {table: str(results / RUN_TABLES[table]) for table in FIGURE_SOURCES[name]}
-    write_figures(inputs, {name: str(tmp_path / f"{name}.png")})
+    write_figures(RunTables(inputs), {name: str(tmp_path / f"{name}.png")})
     assert png_size(tmp_path / f"{name}.png")[0] > 0
+
+
+@pytest.mark.workflow
+def test_figures_of_pixels_are_copied_while_what_they_show_is_unchanged(
+    demo_run, tmp_path, monkeypatch
+):
+    """A rerun that changed no sampled patch and no image shown copies the gallery and the
+    overlays from the cache."""
+    monkeypatch.chdir(demo_run)  # the tables' dicom_path are relative to the run's folder
+    results = demo_run / "results"
+    inputs = {table: str(results / RUN_TABLES[table]) for table in ("filtered", "rois", "manifest")}
+    outputs = {name: str(tmp_path / f"{name}.png") for name in PIXEL_FIGURES}
+    cache = tmp_path / "cache"
+    write_figures_cached(inputs, outputs, cache)
+    for name in PIXEL_FIGURES:
+        assert (cache / f"{name}.key").read_text() == figure_key(name, RunTables(inputs))
+        (cache / f"{name}.png").write_bytes(b"the cached figure")
+    write_figures_cached(inputs, outputs, cache)
+    assert {Path(path).read_bytes() for path in outputs.values()} == {b"the cached figure"}
 
 
 @pytest.mark.workflow
@@ -129,7 +152,7 @@ def test_figures_without_dbt_rois_or_flips_say_so(demo_run, tmp_path):
     flat.to_parquet(tmp_path / "rois.parquet")
     inputs = {"rois": str(tmp_path / "rois.parquet"), "manifest": str(results / "manifest.parquet")}
     outputs = {name: str(tmp_path / f"{name}.png") for name in ("overlay_dbt", "suspect_flips")}
-    write_figures(inputs, outputs)
+    write_figures(RunTables(inputs), outputs)
     for path in outputs.values():
         assert png_size(Path(path))[0] > 0
     assert RunTables(inputs).results == results
@@ -152,7 +175,7 @@ def test_overlays_skip_images_extraction_refused(demo_run, tmp_path, monkeypatch
         "rois": str(tmp_path / "rois.parquet"),
         "manifest": str(tmp_path / "manifest.parquet"),
     }
-    write_figures(inputs, {"overlay_2d": str(tmp_path / "overlay_2d.png")})
+    write_figures(RunTables(inputs), {"overlay_2d": str(tmp_path / "overlay_2d.png")})
     assert png_size(tmp_path / "overlay_2d.png")[0] > 0
 
 

@@ -1,9 +1,9 @@
 # Summary of the run: summary.json (the funnel and every stage's summary), the check that
 # the run wrote patches (checks.on_empty), and the figures of the Snakemake report
 # (`snakemake --report report.html`). They read the small tables written after
-# collect_patches, and only a bounded, seeded sample of shards and images.
-# summarize_run and plot_tables, one after the other, are the longest path after the
-# manifest: their priority starts them before the other aggregates on a busy machine.
+# collect_patches, and only a bounded, seeded sample of shards and images. plot_tables
+# counts the funnel from the same tables as summarize_run, beside it, not after it: it
+# is the longest job after the manifest, and its priority starts it first.
 # evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
 # synthetic images whose truth is known (embedpatch.demo.flip_evaluation). It does not
 # depend on the user's data, so it is not in `rule all`: `snakemake evaluate_flip_check`.
@@ -18,16 +18,16 @@ FIGURES = {
         "roi_sizes": "2. ROIs",
         "dbt_frames": "2. ROIs",
         "roi_locations": "2. ROIs",
+        "balance": "3. Patches",
     },
     "plot_images": {
-        "balance": "3. Patches",
         "patch_gallery": "3. Patches",
         "overlay_2d": "4. ROIs on images",
         "overlay_dbt": "4. ROIs on images",
         "suspect_flips": "4. ROIs on images",
     },
 }
-# Figures drawn from tables alone, cached by what they show (embedpatch.report.figure_cache).
+# Every figure is cached by what it shows (embedpatch.report.figure_cache).
 FIGURE_CACHE = f"{RESULTS}/figures/cache"
 # Each rule's outputs, registered in the report with their caption (../report/<name>.rst).
 FIGURE_OUTPUTS = {
@@ -56,7 +56,6 @@ rule summarize_run:
         summary=f"{RESULTS}/summary.json",
     log:
         f"{RESULTS}/logs/summarize_run.log",
-    priority: 1
     conda:
         "../../envs/figures.yaml"
     resources:
@@ -108,10 +107,11 @@ rule check_run:
 
 rule plot_tables:
     input:
-        summary=f"{RESULTS}/summary.json",
+        filter_summary=f"{RESULTS}/metadata/filter_summary.json",
         filtered=f"{RESULTS}/metadata/filtered.parquet",
         rois=f"{RESULTS}/rois/rois.parquet",
         rejected=f"{RESULTS}/rois/rejected.parquet",
+        manifest=f"{RESULTS}/manifest.parquet",
     output:
         **FIGURE_OUTPUTS["plot_tables"],
     log:

@@ -126,12 +126,13 @@ def test_gallery_samples_take_turns_between_dtypes_then_image_types():
         {
             "FinalImageType": ["2D"] * 30 + ["3D"] * 10 + ["2D", "cview", "2D"],
             "dtype": ["uint16"] * 40 + ["int16", "int32", "uint8"],
+            "n": range(43),
         }
     )
-    sample = interleaved_sample(table, 6, seed=1)
+    sample = interleaved_sample(table, 6, ["n"], seed=1)
     assert set(sample["dtype"].iloc[:4]) == {"uint16", "int16", "int32", "uint8"}
     assert {"2D", "3D"} <= set(sample.loc[sample["dtype"] == "uint16", "FinalImageType"])
-    without = interleaved_sample(table.drop(columns="dtype"), 6, seed=1)
+    without = interleaved_sample(table.drop(columns="dtype"), 6, ["n"], seed=1)
     assert set(without["FinalImageType"].iloc[:3]) == {"2D", "3D", "cview"}
 
 
@@ -170,23 +171,59 @@ def test_warning_counts():
 
 def test_interleaved_sample_is_seeded_capped_and_takes_turns():
     table = pd.DataFrame({"FinalImageType": ["2D"] * 20 + ["3D"] * 2, "n": range(22)})
-    sample = interleaved_sample(table, 4, seed=3)
-    assert sample.equals(interleaved_sample(table, 4, seed=3))
+    sample = interleaved_sample(table, 4, ["n"], seed=3)
+    assert sample.equals(interleaved_sample(table, 4, ["n"], seed=3))
+    assert not sample.equals(interleaved_sample(table, 4, ["n"], seed=4))
     assert len(sample) == 4
     assert sorted(sample["FinalImageType"].iloc[:2]) == ["2D", "3D"]
-    assert len(interleaved_sample(table, 100)) == len(table)
+    assert len(interleaved_sample(table, 100, ["n"])) == len(table)
+
+
+patch_tables = st.lists(
+    st.tuples(st.sampled_from(["2D", "3D", "cview"]), st.sampled_from(["uint16", "int16"])),
+    min_size=1,
+    max_size=40,
+).map(lambda rows: pd.DataFrame(rows, columns=["FinalImageType", "dtype"]).assign(
+    n=lambda table: range(len(table))))  # fmt: skip
+
+
+@given(patch_tables, st.integers(1, 8), st.randoms(use_true_random=False))
+def test_a_sample_depends_on_its_rows_not_on_their_order(table, n, random):
+    shuffled = table.iloc[random.sample(range(len(table)), len(table))]
+    assert interleaved_sample(shuffled, n, ["n"])["n"].tolist() == (
+        interleaved_sample(table, n, ["n"])["n"].tolist()
+    )
+
+
+@given(patch_tables, st.integers(1, 8), st.integers(1, 10))
+def test_rows_added_outside_a_sample_leave_it_as_it_was(table, n, added):
+    """New rows (new exams) change the sample only by entering it."""
+    old = table.iloc[: max(len(table) - added, 1)]
+    new_rows = set(table["n"]) - set(old["n"])
+    grown = interleaved_sample(table, n, ["n"])["n"].tolist()
+    if not new_rows & set(grown):
+        assert grown == interleaved_sample(old, n, ["n"])["n"].tolist()
 
 
 def test_gallery_rows_bring_every_padding_of_each_sampled_roi():
-    patch = {"anon_dicom_path": "a", "frame": -1, "FinalImageType": "2D"}
+    patch = {
+        "anon_dicom_path": "a",
+        "frame": -1,
+        "FinalImageType": "2D",
+        "patch_y0": 0,
+        "patch_x0": 0,
+    }
     rois = [
-        patch | {"roi_index": roi, "padding": padding, "label": "roi"}
+        patch | {"roi_index": roi, "padding": padding, "label": "roi", "index": 2 * roi + i}
         for roi in range(5)
-        for padding in ("tissue", "black")
+        for i, padding in enumerate(("tissue", "black"))
     ]
-    negatives = [patch | {"roi_index": -1, "padding": "tissue", "label": "negative"}] * 4
+    negatives = [
+        patch | {"roi_index": -1, "padding": "tissue", "label": "negative", "index": 10}
+    ] * 4
     manifest = pd.DataFrame(rois + negatives)
     chosen, negatives = gallery_rows(manifest, n_rois=3, n_negatives=2)
+    assert gallery_rows(manifest.iloc[::-1], n_rois=3, n_negatives=2)[0].equals(chosen)
     assert len(chosen) == 6 and len(negatives) == 2
     assert (chosen.groupby("roi_index")["padding"].apply(list) == [["tissue", "black"]] * 3).all()
     assert set(chosen.index) <= set(manifest.index)

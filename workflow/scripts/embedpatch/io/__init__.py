@@ -4,6 +4,7 @@
 `tables` (EMBED CSV / Parquet readers with deliberate types), `paths` (the table's
 image paths mapped onto the DICOM root), `source` (`ByteSource`: exact byte ranges of one
 local file), `object_store` (the same from s3://, every answer checked and pinned to
-the object's ETag), `block_cache` (a local, size-bounded cache of store bytes), `errors`
+the object's ETag), `identity` (a file's size and time or an object's ETag: has it
+changed?), `block_cache` (a local, size-bounded cache of store bytes), `errors`
 (why an image cannot be used, each with its rejection code).
 """

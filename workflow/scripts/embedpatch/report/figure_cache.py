@@ -1,13 +1,19 @@
 """Figures drawn again only when what they show changed.
 
-The figure rules rerun whenever a table before them was rewritten, e.g. after
-`snakemake -R extract_patches` that changed nothing. A figure drawn from tables alone
-(FIGURE_SOURCES) is kept in the cache folder under a key: the SHA-256 of the bytes of
-the tables it reads, of the embedpatch source code, and of the plotting libraries'
-versions. When the key is unchanged the cached PNG is copied to the output, without
-importing matplotlib or reading a table; otherwise the figure is drawn
-(embedpatch.report.figures) and cached. Figures of pixels (patches from the shards,
-images) are always drawn: their tables do not identify the pixels they show.
+The figure rules rerun whenever a table before them was rewritten: after new exams
+arrived, or `snakemake -R extract_patches` that changed nothing. Each figure is kept in
+the cache folder under a key: the SHA-256 of the embedpatch source code, the plotting
+libraries' versions, and what the figure shows.
+- A figure of tables (FIGURE_SOURCES): the bytes of the tables it reads.
+- A figure of pixels (run_tables.PIXEL_FIGURES): its rows and numbers
+  (RunTables.shown: the seeded sample of patches with their shards' digests, the
+  image chosen with its boxes) and the identity of every image it reads
+  (embedpatch.io.identity). Its samples keep their rows when new exams arrive, so the
+  gallery and the overlays are drawn again only when a new exam enters them, a shard or
+  an image changed, or the code did.
+When the key is unchanged the cached PNG is copied to the output without importing
+matplotlib; otherwise the figure is drawn (embedpatch.report.figures) and cached. A
+figure of pixels whose image has no identity (missing, or the store failed) is drawn.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 from embedpatch.io.atomic import atomic_output
+from embedpatch.io.identity import image_identity
+from embedpatch.report.run_tables import FUNNEL_TABLES, PIXEL_FIGURES, RunTables
 
 log = logging.getLogger(__name__)
 
 FIGURE_SOURCES: dict[str, tuple[str, ...]] = {
-    "funnel": ("summary",),
+    "funnel": FUNNEL_TABLES,
     "rejections": ("rejected", "rois"),
     "counts": ("filtered",),
     "rois_per_image": ("rois",),
@@ -34,7 +42,7 @@ FIGURE_SOURCES: dict[str, tuple[str, ...]] = {
     "roi_locations": ("rois",),
     "balance": ("manifest",),
 }
-"""Figure drawn from tables alone -> the inputs (RunTables names) it reads."""
+"""Figure of tables -> the inputs (RunTables names) it reads."""
 
 LIBRARIES = ("matplotlib", "numpy", "pandas", "pyarrow")
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -52,15 +60,33 @@ def _code_digest() -> bytes:
     return digest.digest()
 
 
-def figure_key(name: str, inputs: Mapping[str, str]) -> str | None:
-    """The cache key of figure `name` drawn from `inputs` (name -> path); None for a figure
-    that is never cached (it shows pixels, or one of its tables is not given)."""
-    sources = FIGURE_SOURCES.get(name)
-    if sources is None or any(source not in inputs for source in sources):
+def _shown_digest(name: str, run: RunTables) -> bytes | None:
+    """What figure of pixels `name` shows and the identities of its images; None when an
+    image has no identity."""
+    shown, images = run.shown(name)
+    identities = [image_identity(image) for image in images]
+    if None in identities:
         return None
+    pairs = zip(images, identities, strict=True)
+    text = "\0".join([shown, *(f"{image}={identity}" for image, identity in pairs)])
+    return hashlib.sha256(text.encode()).digest()
+
+
+def figure_key(name: str, run: RunTables) -> str | None:
+    """The cache key of figure `name` of `run`; None for a figure that is not cached (one
+    of its tables is not given, or an image it reads has no identity)."""
     digest = hashlib.sha256(_code_digest() + name.encode() + b"\0")
+    if name in PIXEL_FIGURES:
+        shown = _shown_digest(name, run)
+        if shown is None:
+            return None
+        digest.update(shown)
+        return digest.hexdigest()
+    sources = FIGURE_SOURCES.get(name)
+    if sources is None or any(source not in run.inputs for source in sources):
+        return None
     for source in sources:
-        table = hashlib.sha256(Path(inputs[source]).read_bytes()).digest()
+        table = hashlib.sha256(Path(run.inputs[source]).read_bytes()).digest()
         digest.update(source.encode() + b"\0" + table)
     return digest.hexdigest()
 
@@ -100,9 +126,10 @@ def write_figures_cached(
     inputs: Mapping[str, str], outputs: Mapping[str, str], cache_dir: str | Path
 ) -> None:
     """Each output (figure name -> PNG path) copied from the cache when unchanged, the
-    others drawn from the run's tables (`inputs`, as for figures.write_figures) and cached."""
+    others drawn from the run's tables (`inputs`: RunTables names -> paths) and cached."""
     figure_cache = FigureCache(cache_dir)
-    keys = {name: figure_key(name, inputs) for name in outputs}
+    run = RunTables(inputs)
+    keys = {name: figure_key(name, run) for name in outputs}
     to_draw = {}
     for name, path in outputs.items():
         if figure_cache.restore(name, keys[name], path):
@@ -113,6 +140,6 @@ def write_figures_cached(
         return
     from embedpatch.report.figures import write_figures  # matplotlib: only to draw
 
-    write_figures(inputs, to_draw)
+    write_figures(run, to_draw)
     for name, path in to_draw.items():
         figure_cache.store(name, keys[name], path)

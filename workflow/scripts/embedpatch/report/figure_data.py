@@ -41,15 +41,26 @@ def image_types_in(table: pd.DataFrame) -> list[str]:
     return [kind for kind in IMAGE_TYPES if kind in present]
 
 
-def interleaved_sample(table: pd.DataFrame, n: int, seed: int = SEED) -> pd.DataFrame:
-    """At most `n` rows drawn with `seed`, alternating between image types (each gets a
-    turn) and, in a table with a `dtype` column (patches), between dtypes first: every
+def seeded_order(table: pd.DataFrame, key: Sequence[str], seed: int = SEED) -> pd.DataFrame:
+    """`table` in the order of a seeded hash of its `key` columns: a row's place depends
+    on its key alone, so rows added later (new exams) do not reshuffle the others, and a
+    sample of the first rows changes only when a new row hashes among them."""
+    salted = table[list(key)].assign(_seed=seed)  # every row's hash mixes in the seed
+    ranks = pd.util.hash_pandas_object(salted, index=False)
+    return table.iloc[np.argsort(ranks.to_numpy(), kind="stable")]
+
+
+def interleaved_sample(
+    table: pd.DataFrame, n: int, key: Sequence[str], seed: int = SEED
+) -> pd.DataFrame:
+    """At most `n` rows in seeded_order of `key`, alternating between image types (each gets
+    a turn) and, in a table with a `dtype` column (patches), between dtypes first: every
     turn starts with one row of each dtype, so that every pixel type is shown."""
-    shuffled = table.sample(frac=1.0, random_state=seed)
-    dtype = shuffled["dtype"] if "dtype" in shuffled else pd.Series("", index=shuffled.index)
-    turn = shuffled.groupby([dtype, shuffled["FinalImageType"]], dropna=False).cumcount()
-    within = shuffled.groupby([turn, dtype], dropna=False).cumcount()  # nth of its dtype
-    return shuffled.iloc[np.lexsort((within.to_numpy(), turn.to_numpy()))[:n]]
+    ordered = seeded_order(table, key, seed)
+    dtype = ordered["dtype"] if "dtype" in ordered else pd.Series("", index=ordered.index)
+    turn = ordered.groupby([dtype, ordered["FinalImageType"]], dropna=False).cumcount()
+    within = ordered.groupby([turn, dtype], dropna=False).cumcount()  # nth of its dtype
+    return ordered.iloc[np.lexsort((within.to_numpy(), turn.to_numpy()))[:n]]
 
 
 # ---- funnel and rejections -----------------------------------------------------------
@@ -228,6 +239,8 @@ def content_mask(patch: pd.Series, rows: int, columns: int) -> np.ndarray:
 
 
 ROI_PATCH_KEY = ["anon_dicom_path", "roi_index", "frame"]
+NEGATIVE_PATCH_KEY = ["anon_dicom_path", "frame", "patch_y0", "patch_x0"]
+ROI_KEY = ["anon_dicom_path", "roi_index"]
 
 
 def gallery_rows(
@@ -237,14 +250,16 @@ def gallery_rows(
     seed: int = SEED,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest rows shown: every padding of `n_rois` sampled ROI patches (one frame
-    each), ordered ROI by ROI, and `n_negatives` sampled negatives; image types alternate."""
+    each), ordered ROI by ROI and in their shard's order, and `n_negatives` sampled
+    negatives; image types alternate."""
     rois = manifest[manifest["label"] == "roi"]
-    keys = interleaved_sample(rois.drop_duplicates(ROI_PATCH_KEY), n_rois, seed)[ROI_PATCH_KEY]
+    patches = rois.drop_duplicates(ROI_PATCH_KEY)
+    keys = interleaved_sample(patches, n_rois, ROI_PATCH_KEY, seed)[ROI_PATCH_KEY]
     order = keys.reset_index(drop=True).reset_index(names="order")
     chosen = rois.reset_index(names="row").merge(order, on=ROI_PATCH_KEY)
-    chosen = chosen.sort_values(["order", "row"]).set_index("row").drop(columns="order")
-    negatives = interleaved_sample(manifest[manifest["label"] == "negative"], n_negatives, seed)
-    return chosen, negatives
+    chosen = chosen.sort_values(["order", "index"]).set_index("row").drop(columns="order")
+    negatives = manifest[manifest["label"] == "negative"]
+    return chosen, interleaved_sample(negatives, n_negatives, NEGATIVE_PATCH_KEY, seed)
 
 
 def extracted_rois(rois: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -276,9 +291,9 @@ def overlay_dbt_roi(rois: pd.DataFrame) -> tuple[pd.Series, list[int]] | None:
 
 
 def suspect_flip_sample(rois: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """A seeded sample of at most FLIP_PANELS suspect flips, and how many there are."""
+    """At most FLIP_PANELS suspect flips, the first in seeded_order, and how many there are."""
     flips = rois[rois["suspect_flip"].fillna(False)]
-    return flips.sample(min(len(flips), FLIP_PANELS), random_state=SEED).sort_index(), len(flips)
+    return seeded_order(flips, ROI_KEY).iloc[:FLIP_PANELS].sort_index(), len(flips)
 
 
 def spread(values: Sequence[int], most: int) -> list[int]:

@@ -1,27 +1,21 @@
 """The rules' figures: which figure is drawn from which of the run's tables, and
 `write_figures`, what the figure rules call (through embedpatch.report.figure_cache).
 
-RunTables reads only the tables a figure needs (and only their needed columns). The
-figures of tables are in table_figures; the figures of pixels (image_figures: a bounded,
-seeded sample of patches and of images, one frame at a time) are imported only when one
-is drawn, so a rule drawing tables alone imports no DICOM reader."""
+RunTables (run_tables) reads only the tables a figure needs (and only their needed
+columns). The figures of tables are in table_figures; the figures of pixels
+(image_figures: a bounded, seeded sample of patches and of images, one frame at a time)
+are imported only when one is drawn, so a rule drawing tables alone imports no DICOM
+reader."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
-from functools import cached_property
-from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from embedpatch.patches.shards import INFO_COLUMNS
 from embedpatch.report.drawing import save_png
-from embedpatch.report.figure_data import COUNT_COLUMNS, extracted_rois
-from embedpatch.report.summary import read_columns
+from embedpatch.report.run_tables import RunTables
 from embedpatch.report.table_figures import (
     balance_figure,
     counts_figure,
@@ -32,62 +26,11 @@ from embedpatch.report.table_figures import (
     roi_sizes_figure,
     rois_per_image_figure,
 )
-from embedpatch.rois.columns import ACCEPTED_COLUMNS
 
 log = logging.getLogger(__name__)
 
 
 # ---- the rules' entry point ---------------------------------------------------------------
-
-
-ROI_COLUMNS = ACCEPTED_COLUMNS
-MANIFEST_COLUMNS = ["shard", *INFO_COLUMNS]
-FILTERED_COLUMNS = ["anon_dicom_path", "dicom_path", *COUNT_COLUMNS]
-
-
-class RunTables:
-    """The run's tables, each read (only the columns figures use) when first needed.
-
-    `inputs`: table name (summary, filtered, rois, rejected, manifest) -> path.
-    """
-
-    def __init__(self, inputs: Mapping[str, str]) -> None:
-        self.inputs = inputs
-
-    @property
-    def results(self) -> Path:
-        """The results folder: the manifest's, which its `shard` paths are relative to."""
-        return Path(self.inputs["manifest"]).parent
-
-    @cached_property
-    def summary(self) -> dict:
-        with open(self.inputs["summary"]) as file:
-            return json.load(file)
-
-    @cached_property
-    def filtered(self) -> pd.DataFrame:
-        """The filtered table's columns figures use; a count column the user's table lacks
-        (only the filter's own columns are required) is read as all missing."""
-        present = set(pq.read_schema(self.inputs["filtered"]).names)
-        table = read_columns(self.inputs["filtered"], [c for c in FILTERED_COLUMNS if c in present])
-        return table.reindex(columns=FILTERED_COLUMNS)
-
-    @cached_property
-    def rois(self) -> pd.DataFrame:
-        return read_columns(self.inputs["rois"], ROI_COLUMNS)
-
-    @cached_property
-    def rejected(self) -> pd.DataFrame:
-        return read_columns(self.inputs["rejected"], ["reason", "n_rois", "stage"])
-
-    @cached_property
-    def manifest(self) -> pd.DataFrame:
-        return read_columns(self.inputs["manifest"], MANIFEST_COLUMNS)
-
-    @cached_property
-    def extracted_rois(self) -> pd.DataFrame:
-        """The accepted ROIs of images extraction read (figure_data.extracted_rois)."""
-        return extracted_rois(self.rois, self.manifest)
 
 
 def _pixel_figure(function: str) -> Callable[[RunTables], Figure]:
@@ -103,7 +46,7 @@ def _pixel_figure(function: str) -> Callable[[RunTables], Figure]:
 
 
 PLOTS: dict[str, Callable[[RunTables], Figure]] = {
-    "funnel": lambda run: funnel_figure(run.summary["funnel"]),
+    "funnel": lambda run: funnel_figure(run.funnel),
     "rejections": lambda run: rejections_figure(run.rejected, run.rois),
     "rois_per_image": lambda run: rois_per_image_figure(run.rois),
     "roi_sizes": lambda run: roi_sizes_figure(run.rois),
@@ -119,9 +62,8 @@ PLOTS: dict[str, Callable[[RunTables], Figure]] = {
 """Figure name (its output name and PNG stem) -> how to draw it from the run's tables."""
 
 
-def write_figures(inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:
-    """Draw each output (named as in PLOTS) from the run's tables (RunTables `inputs`)."""
-    run = RunTables(inputs)
+def write_figures(run: RunTables, outputs: Mapping[str, str]) -> None:
+    """Draw each output (figure name as in PLOTS -> PNG path) from the run's tables."""
     for name, path in outputs.items():
         save_png(PLOTS[name](run), path)
         log.info("wrote %s", path)

@@ -1,6 +1,7 @@
 """Figures of pixels (rule plot_images): a seeded sample of patches read from the shards
 and of images read one frame at a time, with their boxes. Each `plot_*` function draws
-one figure from the run's tables (figures.RunTables).
+one figure from what the run's tables select (run_tables.RunTables: the samples and the
+images chosen, which the figure cache keys them on).
 
 Display conventions: tissue bright (MONOCHROME1 pixels inverted), contrast stretched
 per image or patch over the pixels that came from the image (padding stays black);
@@ -39,17 +40,13 @@ from embedpatch.report.figure_data import (
     context_window,
     display_factor,
     display_range,
-    gallery_rows,
-    overlay_2d_rois,
-    overlay_dbt_roi,
     patch_display,
     scaled,
-    suspect_flip_sample,
     tissue_bright,
 )
 
 if TYPE_CHECKING:
-    from embedpatch.report.figures import RunTables
+    from embedpatch.report.run_tables import RunTables
 
 
 # ---- pixels: display and reading ---------------------------------------------------------
@@ -297,10 +294,9 @@ def suspect_flip_figure(cases: Sequence[tuple[View, pd.Series]], total: int) -> 
 
 def plot_patch_gallery(run: RunTables) -> Figure:
     """The gallery of a seeded sample of ROI patches (every padding) and negatives."""
-    chosen, negatives = gallery_rows(run.manifest)
+    chosen, negatives = run.gallery
     both = pd.concat([chosen, negatives])
-    local = run.filtered.set_index("anon_dicom_path")["dicom_path"]
-    headers = _headers(local[both["anon_dicom_path"].unique()])
+    headers = _headers(run.gallery_images)
     pixels = dict(zip(both.index, displayed_patches(both, run.results, headers), strict=True))
     mixed = "dtype" in both and both["dtype"].nunique() > 1
     rows: dict[str, list[Tile]] = {}
@@ -312,13 +308,13 @@ def plot_patch_gallery(run: RunTables) -> Figure:
     rows["negatives"] = [
         Tile(pixels[label], _patch_caption(row, mixed)) for label, row in negatives.iterrows()
     ]
-    size = int(run.manifest["patch_size"].max()) if len(run.manifest) else 0
+    size = int(both["patch_size"].max()) if len(both) else 0
     return gallery_figure(rows, size)
 
 
 def plot_overlay_2d(run: RunTables) -> Figure:
     """The 2D image with the most accepted ROIs (figure_data.overlay_2d_rois), boxes drawn."""
-    image_rois = overlay_2d_rois(run.extracted_rois)
+    image_rois = run.overlay_2d
     if image_rois.empty:
         return message_figure("2D image with its ROIs", "no accepted 2D ROIs in this run")
     with ImageReader(image_rois["dicom_path"].iloc[0]) as reader:
@@ -327,7 +323,7 @@ def plot_overlay_2d(run: RunTables) -> Figure:
 
 def plot_overlay_dbt(run: RunTables) -> Figure:
     """The DBT ROI listing the most frames, on its frames shown (figure_data.overlay_dbt_roi)."""
-    chosen = overlay_dbt_roi(run.extracted_rois)
+    chosen = run.overlay_dbt
     if chosen is None:
         return message_figure("DBT ROI across its frames", "no accepted DBT ROIs in this run")
     roi, shown = chosen
@@ -341,7 +337,7 @@ def plot_overlay_dbt(run: RunTables) -> Figure:
 
 def plot_suspect_flips(run: RunTables) -> Figure:
     """A seeded sample of suspect flips (figure_data.suspect_flip_sample), each on its image."""
-    shown, total = suspect_flip_sample(run.extracted_rois)
+    shown, total = run.suspect_flips
     cases = []
     for _, row in shown.iterrows():
         with ImageReader(row["dicom_path"]) as reader:
