@@ -29,7 +29,8 @@ rule all:
         f"{RESULTS}/manifest.parquet",
         rules.summarize_run.output,
         rules.check_run.output,
-        rules.plot_tables.output,
+        rules.plot_rois.output,
+        rules.plot_funnel.output,
         rules.plot_images.output,
         DATASET_TARGETS,
 

@@ -101,7 +101,7 @@ def test_summary_counts_equal_the_tables(demo_run):
     assert funnel["rows_in"]["total"] == summary["filter"]["rows_in"]
     assert funnel["rois_declared"]["total"] == summary["rois"]["rois_declared"]
     assert funnel["patches"]["total"] == summary["patches"]["patches"]
-    # plot_tables counts the funnel figure's numbers itself, from the same tables
+    # plot_funnel counts the funnel figure's numbers itself, from the same tables
     tables = {table: str(results / RUN_TABLES[table]) for table in FIGURE_SOURCES["funnel"]}
     assert RunTables(tables).funnel == funnel
 

@@ -1,23 +1,30 @@
 # Summary of the run: summary.json (the funnel and every stage's summary), the check that
 # the run wrote patches (checks.on_empty), and the figures of the Snakemake report
 # (`snakemake --report report.html`). They read the small tables written after
-# collect_patches, and only a bounded, seeded sample of shards and images. plot_tables
-# counts the funnel from the same tables as summarize_run, beside it, not after it: it
-# is the longest job after the manifest, and its priority starts it first.
+# collect_patches, and only a bounded, seeded sample of shards and images.
+# - plot_rois draws what stages 1 and 2 kept (image counts, ROIs per image, sizes,
+#   frames, locations): it runs beside the extraction jobs, not after the manifest.
+# - plot_funnel draws what every stage kept and refused, and the patches' balance. It
+#   counts the funnel from the same tables as summarize_run, beside it, not after it: it
+#   is the longest job after the manifest, and its priority starts it first.
+# - plot_images draws the figures of pixels (patch gallery, boxes on images).
+# A figure whose input is unchanged is copied from the figure cache, not drawn.
 # evaluate_flip_check measures the wrong-side check, with this run's thresholds, on
 # synthetic images whose truth is known (embedpatch.demo.flip_evaluation). It does not
 # depend on the user's data, so it is not in `rule all`: `snakemake evaluate_flip_check`.
 
 # Rule -> figure name (its output name and PNG stem) -> report category.
 FIGURES = {
-    "plot_tables": {
-        "funnel": "1. Pipeline funnel",
-        "rejections": "1. Pipeline funnel",
+    "plot_rois": {
         "counts": "1. Pipeline funnel",
         "rois_per_image": "2. ROIs",
         "roi_sizes": "2. ROIs",
         "dbt_frames": "2. ROIs",
         "roi_locations": "2. ROIs",
+    },
+    "plot_funnel": {
+        "funnel": "1. Pipeline funnel",
+        "rejections": "1. Pipeline funnel",
         "balance": "3. Patches",
     },
     "plot_images": {
@@ -105,7 +112,25 @@ rule check_run:
         "../scripts/check_run.py"
 
 
-rule plot_tables:
+rule plot_rois:
+    input:
+        filtered=f"{RESULTS}/metadata/filtered.parquet",
+        rois=f"{RESULTS}/rois/rois.parquet",
+    output:
+        **FIGURE_OUTPUTS["plot_rois"],
+    log:
+        f"{RESULTS}/logs/plot_rois.log",
+    conda:
+        "../../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        cache_dir=FIGURE_CACHE,
+    script:
+        "../scripts/make_figures.py"
+
+
+rule plot_funnel:
     input:
         filter_summary=f"{RESULTS}/metadata/filter_summary.json",
         filtered=f"{RESULTS}/metadata/filtered.parquet",
@@ -113,9 +138,9 @@ rule plot_tables:
         rejected=f"{RESULTS}/rois/rejected.parquet",
         manifest=f"{RESULTS}/manifest.parquet",
     output:
-        **FIGURE_OUTPUTS["plot_tables"],
+        **FIGURE_OUTPUTS["plot_funnel"],
     log:
-        f"{RESULTS}/logs/plot_tables.log",
+        f"{RESULTS}/logs/plot_funnel.log",
     priority: 1
     conda:
         "../../envs/figures.yaml"

@@ -1,4 +1,4 @@
-"""Snakemake script of rules plot_tables and plot_images: each output is the figure it names."""
+"""Snakemake script of rules plot_rois, plot_funnel and plot_images: the figures named."""
 
 from embedpatch.io.object_store import configure_from
 from embedpatch.logs import run_logged

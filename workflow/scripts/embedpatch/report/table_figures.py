@@ -1,5 +1,5 @@
-"""Figures drawn from the run's tables alone (rule plot_tables, and the balance figure of
-plot_images): each function takes tables and returns a matplotlib Figure."""
+"""Figures drawn from the run's tables alone (rules plot_rois and plot_funnel): each
+function takes tables and returns a matplotlib Figure."""
 
 from __future__ import annotations
 
