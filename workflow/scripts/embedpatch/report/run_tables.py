@@ -26,14 +26,14 @@ from embedpatch.report.figure_data import (
     overlay_dbt_roi,
     suspect_flip_sample,
 )
-from embedpatch.report.summary import read_columns, read_funnel
+from embedpatch.report.summary import REJECTED_COLUMNS, funnel_counts, read_columns
 from embedpatch.rois.columns import ACCEPTED_COLUMNS
 
 ROI_COLUMNS = ACCEPTED_COLUMNS
 MANIFEST_COLUMNS = ["shard", *INFO_COLUMNS]
 FILTERED_COLUMNS = ["anon_dicom_path", "dicom_path", *COUNT_COLUMNS]
 FUNNEL_TABLES = ("filter_summary", "filtered", "rois", "rejected", "manifest")
-"""The inputs the funnel is counted from (summary.read_funnel, as summary.json's)."""
+"""The inputs the funnel is counted from (summary.funnel_counts, as for summary.json)."""
 
 
 class RunTables:
@@ -52,8 +52,10 @@ class RunTables:
 
     @cached_property
     def funnel(self) -> dict[str, dict[str, Any]]:
-        """The funnel counts, as summary.json has them."""
-        return read_funnel(*(self.inputs[name] for name in FUNNEL_TABLES))
+        """The funnel counts, as summary.json has them, from the tables read here."""
+        with open(self.inputs["filter_summary"]) as file:
+            rows_in = json.load(file)["rows_in"]
+        return funnel_counts(rows_in, self.filtered, self.rois, self.rejected, self.manifest)
 
     @cached_property
     def filtered(self) -> pd.DataFrame:
@@ -69,7 +71,7 @@ class RunTables:
 
     @cached_property
     def rejected(self) -> pd.DataFrame:
-        return read_columns(self.inputs["rejected"], ["reason", "n_rois", "stage"])
+        return read_columns(self.inputs["rejected"], ["reason", *REJECTED_COLUMNS])
 
     @cached_property
     def manifest(self) -> pd.DataFrame:

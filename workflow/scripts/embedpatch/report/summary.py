@@ -91,23 +91,6 @@ def _json(path: str) -> dict:
         return json.load(file)
 
 
-def read_funnel(
-    filter_summary_path: str,
-    filtered_path: str,
-    rois_path: str,
-    rejected_path: str,
-    manifest_path: str,
-) -> dict[str, dict[str, Any]]:
-    """funnel_counts of the run's tables (the columns it needs, read alone)."""
-    return funnel_counts(
-        _json(filter_summary_path)["rows_in"],
-        read_columns(filtered_path, ["FinalImageType"]),
-        read_columns(rois_path, ["FinalImageType"]),
-        read_columns(rejected_path, REJECTED_COLUMNS),
-        read_columns(manifest_path, MANIFEST_COLUMNS),
-    )
-
-
 def build_summary(
     filter_summary_path: str,
     roi_summary_path: str,
@@ -118,11 +101,16 @@ def build_summary(
     manifest_path: str,
 ) -> dict[str, Any]:
     """The funnel and the three stage summaries (filter, rois, patches) in one mapping."""
-    funnel = read_funnel(
-        filter_summary_path, filtered_path, rois_path, rejected_path, manifest_path
+    filter_summary = _json(filter_summary_path)
+    funnel = funnel_counts(
+        filter_summary["rows_in"],
+        read_columns(filtered_path, ["FinalImageType"]),
+        read_columns(rois_path, ["FinalImageType"]),
+        read_columns(rejected_path, REJECTED_COLUMNS),
+        read_columns(manifest_path, MANIFEST_COLUMNS),
     )
     stages = {
-        "filter": _json(filter_summary_path),
+        "filter": filter_summary,
         "rois": _json(roi_summary_path),
         "patches": _json(patches_summary_path),
     }
