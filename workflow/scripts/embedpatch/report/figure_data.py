@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from embedpatch.reasons import RoiReason
+from embedpatch.report.summary import ROI_KEY
 from embedpatch.rois.columns import warning_counts as roi_warning_counts
 from embedpatch.vocab import DBT, IMAGE_TYPES
 
@@ -240,7 +241,6 @@ def content_mask(patch: pd.Series, rows: int, columns: int) -> np.ndarray:
 
 ROI_PATCH_KEY = ["anon_dicom_path", "roi_index", "frame"]
 NEGATIVE_PATCH_KEY = ["anon_dicom_path", "frame", "patch_y0", "patch_x0"]
-ROI_KEY = ["anon_dicom_path", "roi_index"]
 
 
 def gallery_rows(
@@ -283,7 +283,7 @@ def overlay_2d_rois(rois: pd.DataFrame) -> pd.DataFrame:
 def overlay_dbt_roi(rois: pd.DataFrame) -> tuple[pd.Series, list[int]] | None:
     """The DBT ROI listing the most frames (first on ties) and the frames shown (at most
     DBT_FRAME_PANELS, evenly spread); None when there is no DBT ROI."""
-    dbt = rois[rois["FinalImageType"] == DBT].sort_values(["anon_dicom_path", "roi_index"])
+    dbt = rois[rois["FinalImageType"] == DBT].sort_values(ROI_KEY)
     if dbt.empty:
         return None
     roi = dbt.loc[dbt_frame_stats(dbt)["listed"].idxmax()]
