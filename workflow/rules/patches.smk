@@ -21,6 +21,7 @@ rule extract_patches:
         f"{RESULTS}/logs/extract_patches/{{batch}}.log",
     wildcard_constraints:
         batch=r"b\d+",
+    priority: 1
     conda:
         "../../envs/extract.yaml"
     resources:

@@ -1,6 +1,7 @@
-"""Per-exam specifications: canonical, complete, and unchanged by row order."""
+"""The extraction plan: tables read, batches planned and published, a job reading its own."""
 
 import json
+import logging
 import os
 from dataclasses import replace
 
@@ -10,8 +11,8 @@ from embedpatch.config import validate_config
 from embedpatch.patches.batches import BatchLayout
 from embedpatch.patches.negative_images import NegativeChoice
 from embedpatch.patches.plan import (
+    DIGESTS,
     SpecInputs,
-    build_exam_specs,
     extraction_settings,
     job_batch_specs,
     load_exam_specs,
@@ -21,77 +22,7 @@ from embedpatch.patches.plan import (
     publication_key,
 )
 from embedpatch.patches.spec import PatchSettings
-
-
-def image(path: str, acc: int, kind: str = "2D") -> dict:
-    return {
-        "acc_anon": acc,
-        "empi_anon": 10000001,
-        "anon_dicom_path": path,
-        "dicom_path": f"/local/{path}",
-        "FinalImageType": kind,
-        "ImageLateralityFinal": "L",
-        "ViewPosition": "CC",
-    }
-
-
-def roi(path: str, acc: int, index: int, box=(10, 20, 30, 40), **flags) -> dict:
-    ymin, xmin, ymax, xmax = box
-    return image(path, acc) | {
-        "roi_index": index,
-        "ymin": ymin,
-        "xmin": xmin,
-        "ymax": ymax,
-        "xmax": xmax,
-        "frames": flags.pop("frames", []),
-        "rows": 120,
-        "columns": 100,
-        "suspect_flip": flags.pop("suspect_flip", False),
-        "mirror": flags.pop("mirror", "x"),
-        "flip_fixed": flags.pop("flip_fixed", False),
-    }
-
-
-ACC_A, ACC_B = 1234567890123456, 9876543210987654
-ROIS = pd.DataFrame(
-    [roi("a/1.dcm", ACC_A, 0), roi("a/1.dcm", ACC_A, 1, (50, 60, 70, 80)), roi("b/1.dcm", ACC_B, 0)]
-)
-IMAGES = pd.DataFrame([image("a/1.dcm", ACC_A), image("a/2.dcm", ACC_A), image("c/1.dcm", 42)])
-
-
-def test_one_spec_per_exam_with_rois():
-    specs = build_exam_specs(ROIS, IMAGES.iloc[0:0], 0)
-    assert sorted(specs) == sorted([str(ACC_A), str(ACC_B)])
-    exam = json.loads(specs[str(ACC_A)])
-    assert exam["acc_anon"] == ACC_A  # 16 digits, exact
-    assert [r["roi_index"] for r in exam["images"][0]["rois"]] == [0, 1]
-    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [50, 60, 70, 80]]
-
-
-def test_specs_do_not_depend_on_row_order():
-    shuffled = ROIS.sample(frac=1, random_state=3)
-    assert build_exam_specs(shuffled, IMAGES, 2) == build_exam_specs(ROIS, IMAGES, 2)
-
-
-def test_negatives_add_images_and_exams_without_rois():
-    specs = build_exam_specs(ROIS, IMAGES, 2)
-    assert str(42) in specs
-    exam = json.loads(specs[str(ACC_A)])
-    assert [(i["anon_dicom_path"], i["negatives"]) for i in exam["images"]] == [
-        ("a/1.dcm", 2),
-        ("a/2.dcm", 2),
-    ]
-    exam_b = json.loads(specs[str(ACC_B)])
-    assert exam_b["images"][0]["negatives"] == 0  # not a candidate
-
-
-def test_suspect_flip_keeps_negatives_off_its_mirror_too():
-    flipped = pd.DataFrame([roi("a/1.dcm", ACC_A, 0, (10, 20, 30, 40), suspect_flip=True)])
-    exam = json.loads(build_exam_specs(flipped, IMAGES.iloc[0:0], 0)[str(ACC_A)])
-    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [10, 60, 30, 80]]
-    upside_down = flipped.assign(mirror="y")
-    exam = json.loads(build_exam_specs(upside_down, IMAGES.iloc[0:0], 0)[str(ACC_A)])
-    assert exam["images"][0]["avoid"] == [[10, 20, 30, 40], [90, 20, 110, 40]]
+from helpers.spec_tables import IMAGES, ROIS, image
 
 
 def test_images_with_refused_rois_give_no_negatives():
@@ -126,7 +57,7 @@ def test_a_batch_job_reads_only_its_published_specifications(tmp_path):
     )
     assert BatchLayout.read(layout).group(load_exam_specs(inputs)) == batches  # saved
     (published,) = folder.iterdir()
-    assert sorted(path.stem for path in published.glob("*.json")) == sorted(batches)
+    assert sorted(path.stem for path in published.glob("b*.json")) == sorted(batches)
     for batch, specs in batches.items():
         assert job_batch_specs(inputs, batch, layout, folder) == specs
     # The job reads the published file, not the tables.
@@ -155,6 +86,25 @@ def test_a_new_exam_gets_a_batch_of_its_own_and_is_published(tmp_path):
     assert job_batch_specs(inputs, added, layout, folder) == after[added]
     # Without the published files, a job builds them and groups them by the saved layout.
     assert job_batch_specs(inputs, added, layout, tmp_path / "nothing published") == after[added]
+
+
+def test_the_next_plan_builds_only_the_exams_whose_rows_changed(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="embedpatch.patches.plan")
+    inputs = stage2_tables(tmp_path)
+    folder, layout = tmp_path / "specs", tmp_path / "layout.json"
+    plan_batches(inputs, layout, folder)
+    assert "2 of 2 exams built" in caplog.text  # c/1.dcm is refused: exam 42 has no work
+    rois = pd.read_parquet(inputs.rois)
+    new = rois.iloc[[0]].assign(acc_anon=99, anon_dicom_path="z/1.dcm", dicom_path="/local/z/1.dcm")
+    pd.concat([rois, new]).to_parquet(inputs.rois)
+    after = plan_batches(inputs, layout, folder)
+    assert "1 of 3 exams built" in caplog.text
+    assert after == BatchLayout.read(layout).group(load_exam_specs(inputs))
+    # Digests that cannot be read: every exam is built again, the same plan.
+    (folder / publication_key(inputs, layout) / DIGESTS).write_text("not JSON")
+    os.utime(inputs.rois, ns=(1, 1))
+    assert plan_batches(inputs, layout, folder) == after
+    assert "unreadable, building all" in caplog.text and "3 of 3 exams built" in caplog.text
 
 
 def test_the_chosen_images_without_rois_get_negatives(tmp_path):

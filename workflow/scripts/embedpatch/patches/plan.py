@@ -1,10 +1,9 @@
-"""Each exam's extraction specification, built from the stage-2 tables.
+"""The extraction plan: every exam's specification, read from the stage-2 tables, in batches.
 
 The specification itself, its rules and its canonical JSON are embedpatch.patches.spec's
-ExamSpec; this module decides its content: an exam's images with accepted ROIs (and,
-with negatives on, its images embedpatch.patches.negative_images chooses), each image's ROIs,
-and the boxes its negative windows avoid. The extraction rule carries its batch's
-specifications as a Snakemake `params` value (embedpatch.patches.batches): Snakemake reruns
+ExamSpec; its content is embedpatch.patches.exam_specs's, which this module feeds with
+the tables and the settings. The extraction rule carries its batch's specifications as
+a Snakemake `params` value (embedpatch.patches.batches): Snakemake reruns
 exactly the batches in which a specification changed (new ROIs, a new image, a
 changed box), and none when the tables are only rewritten or reordered; each shard
 records the hash of its exam's specification.
@@ -16,6 +15,8 @@ embedpatch.patches.batches), which decides which batches rerun, and publishes ea
 batch's specifications as a file (`plan_batches`), named by a key of the tables'
 versions, the settings and the layout; a job reads only its own file
 (`job_batch_specs`), the same specifications, so its Snakemake records the same params.
+The next plan builds again only the exams whose rows changed
+(exam_specs.update_exam_specs) and takes the others from that publication.
 """
 
 from __future__ import annotations
@@ -35,14 +36,23 @@ import pandas as pd
 
 from embedpatch.bulk import collector_paused
 from embedpatch.config import resolve_inputs
-from embedpatch.geometry import Box, Mirror
-from embedpatch.io.tables import frame_records
 from embedpatch.patches.batches import BatchLayout, auto_batch_count, plan_layout
+from embedpatch.patches.exam_specs import (
+    IDENTITY,
+    IMAGE_FIELDS,
+    ExamSpecBuild,
+    build_exam_specs,
+    update_exam_specs,
+)
 from embedpatch.patches.negative_images import NegativeChoice, negative_images
-from embedpatch.patches.spec import ExamSpec, PatchSettings
-from embedpatch.vocab import BOX_COLUMNS, FLAT_TYPES, IMAGE_TYPE, LATERALITY, VIEW
+from embedpatch.patches.spec import PatchSettings
+from embedpatch.vocab import FLAT_TYPES, IMAGE_TYPE
 
 log = logging.getLogger(__name__)
+
+DIGESTS = "exam_digests.json"
+"""Beside the published batches: each exam's digest, from which the next plan knows
+which exams to build again."""
 
 DEMO_NEGATIVES_PER_IMAGE = 2
 
@@ -69,86 +79,6 @@ def extraction_settings(config: Mapping[str, Any]) -> str:
     (which job an exam runs in, not what its shard holds).
     """
     return PatchSettings.settings_json(config["patches"])
-
-
-IDENTITY = ["acc_anon", "empi_anon"]
-IMAGE_FIELDS = ["anon_dicom_path", "dicom_path", IMAGE_TYPE, LATERALITY, VIEW]
-# What an ROI's specification reads of its rois.parquet row.
-ROI_FIELDS = [
-    "anon_dicom_path", "roi_index", *BOX_COLUMNS, "frames",
-    "suspect_flip", "flip_fixed", "mirror", "rows", "columns",
-]  # fmt: skip
-
-
-def _text(value: object) -> str | None:
-    return None if pd.isna(value) else str(value)
-
-
-def _box(roi: Mapping[str, Any]) -> Box:
-    ymin, xmin, ymax, xmax = (int(roi[name]) for name in BOX_COLUMNS)
-    return ymin, xmin, ymax, xmax
-
-
-def _roi(roi: Mapping[str, Any]) -> dict[str, Any]:
-    """An ROI of rois.parquet as RoiSpec's fields."""
-    return {
-        "roi_index": int(roi["roi_index"]),
-        **dict(zip(BOX_COLUMNS, _box(roi), strict=True)),
-        "frames": [int(frame) for frame in roi["frames"]],
-    }
-
-
-def _avoid_boxes(roi: Mapping[str, Any]) -> list[Box]:
-    """The ROI's box, and its mirror too when the ROI is a suspected (unfixed) flip."""
-    box = _box(roi)
-    if roi["suspect_flip"] and not roi["flip_fixed"]:
-        return [box, Mirror(roi["mirror"]).apply(box, int(roi["rows"]), int(roi["columns"]))]
-    return [box]
-
-
-def _image(image: Mapping[str, Any], rois: list[dict], negatives: int) -> dict[str, Any]:
-    """An image row and its ROIs as ImageSpec's fields."""
-    return {
-        "anon_dicom_path": _text(image["anon_dicom_path"]),
-        "dicom_path": _text(image["dicom_path"]),
-        "image_type": _text(image[IMAGE_TYPE]),
-        "laterality": _text(image[LATERALITY]),
-        "view": _text(image[VIEW]),
-        "rois": [_roi(roi) for roi in rois],
-        "avoid": [box for roi in rois for box in _avoid_boxes(roi)],
-        "negatives": negatives,
-    }
-
-
-def build_exam_specs(
-    rois: pd.DataFrame, negative_images: pd.DataFrame, negatives_per_image: int
-) -> dict[str, str]:
-    """acc_anon (as text) -> the canonical JSON of that exam's ExamSpec.
-
-    `rois` are the accepted ROIs (rois.parquet); `negative_images` the 2D / C-view
-    images that get `negatives_per_image` negative windows (embedpatch.patches.negative_images
-    chooses them). Exams with neither ROIs nor negatives get no job.
-    SpecError if a specification breaks ExamSpec's rules (a bug: the tables are validated).
-    """
-    columns = IDENTITY + IMAGE_FIELDS
-    images = rois[columns]
-    if negatives_per_image > 0:
-        images = pd.concat([images, negative_images[columns]])
-    images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
-    rois_by_image: dict[str, list[dict]] = {}
-    for roi in frame_records(rois.sort_values("roi_index"), ROI_FIELDS):
-        rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
-    with_negatives = set(negative_images["anon_dicom_path"]) if negatives_per_image else set()
-    exams: dict[int, dict[str, Any]] = {}
-    for image in frame_records(images, columns):
-        acc_anon = int(image["acc_anon"])
-        exam = exams.setdefault(
-            acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}
-        )
-        path = image["anon_dicom_path"]
-        negatives = negatives_per_image if path in with_negatives else 0
-        exam["images"].append(_image(image, rois_by_image.get(path, []), negatives))
-    return {str(acc): ExamSpec.from_dict(exam).to_json() for acc, exam in exams.items()}
 
 
 def negative_candidates(filtered: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
@@ -259,11 +189,19 @@ def plan_batches(
 def _planned(
     inputs: SpecInputs, stamp: tuple, layout_path: str, folder: str
 ) -> dict[str, dict[str, str]]:
-    specs = _cached_specs(inputs, stamp)
-    layout = run_layout(inputs, specs, layout_path)
+    with collector_paused():
+        build, built = update_exam_specs(
+            _read(inputs.rois),
+            chosen_negative_images(inputs),
+            inputs.negatives_per_image,
+            published_build(folder),
+        )
+    log.info("specifications: %d of %d exams built, the others published before", built,
+             len(build.specs))  # fmt: skip
+    layout = run_layout(inputs, build.specs, layout_path)
     layout.save(layout_path)
-    batches = layout.group(specs)
-    publish_batch_specs(batches, folder, publication_key(inputs, layout_path))
+    batches = layout.group(build.specs)
+    publish_batch_specs(batches, folder, publication_key(inputs, layout_path), build.digests)
     return batches
 
 
@@ -286,12 +224,16 @@ def publication_key(inputs: SpecInputs, layout_path: str | Path) -> str:
 
 
 def publish_batch_specs(
-    batches: Mapping[str, Mapping[str, str]], folder: str | Path, key: str
+    batches: Mapping[str, Mapping[str, str]],
+    folder: str | Path,
+    key: str,
+    digests: Mapping[str, str],
 ) -> bool:
     """Write each batch's specifications to `folder`/`key`/<batch>.json, once per key, so
-    that a batch job reads only its own; whether they were written. The files are
-    written into a temporary folder renamed into place when complete; other keys'
-    folders are removed."""
+    that a batch job reads only its own, and the exams' digests (exam_specs.exam_digests)
+    to DIGESTS in the same folder, for the next plan; whether they were written. The
+    files are written into a temporary folder renamed into place when complete; other
+    keys' folders are removed."""
     folder = Path(folder)
     if (folder / key).is_dir():
         return False
@@ -300,6 +242,7 @@ def publish_batch_specs(
     try:
         for batch, specs in batches.items():
             (temporary / f"{batch}.json").write_text(json.dumps(specs, separators=(",", ":")))
+        (temporary / DIGESTS).write_text(json.dumps(digests, separators=(",", ":")))
         temporary.rename(folder / key)
     except OSError:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -313,6 +256,23 @@ def publish_batch_specs(
         else:
             other.unlink(missing_ok=True)
     return True
+
+
+def published_build(folder: str | Path) -> ExamSpecBuild | None:
+    """The specifications published last under `folder` and their exams' digests; None
+    when there are none, or they cannot be read (every exam is then built)."""
+    folders = [path for path in Path(folder).glob(f"[!.]*/{DIGESTS}")]
+    if len(folders) != 1:
+        return None
+    published = folders[0].parent
+    try:
+        specs: dict[str, str] = {}
+        for path in published.glob("b*.json"):
+            specs |= json.loads(path.read_text())
+        return ExamSpecBuild(specs, json.loads((published / DIGESTS).read_text()))
+    except (OSError, ValueError) as error:
+        log.warning("published specifications in %s unreadable, building all: %s", folder, error)
+        return None
 
 
 def job_batch_specs(

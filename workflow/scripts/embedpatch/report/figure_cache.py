@@ -22,12 +22,11 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Mapping
-from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 
 from embedpatch.io.atomic import atomic_output
 from embedpatch.io.identity import image_identity
+from embedpatch.provenance import code_digest
 from embedpatch.report.run_tables import FUNNEL_TABLES, PIXEL_FIGURES, RunTables
 
 log = logging.getLogger(__name__)
@@ -45,19 +44,7 @@ FIGURE_SOURCES: dict[str, tuple[str, ...]] = {
 """Figure of tables -> the inputs (RunTables names) it reads."""
 
 LIBRARIES = ("matplotlib", "numpy", "pandas", "pyarrow")
-_PACKAGE = Path(__file__).resolve().parent.parent
-
-
-@cache
-def _code_digest() -> bytes:
-    """SHA-256 of every source file of embedpatch and of the plotting libraries' versions."""
-    digest = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        digest.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
-    for library in LIBRARIES:
-        digest.update(f"{library}={version(library)}\0".encode())
-    return digest.digest()
+"""The plotting libraries whose versions are part of every key."""
 
 
 def _shown_digest(name: str, run: RunTables) -> bytes | None:
@@ -75,7 +62,7 @@ def _shown_digest(name: str, run: RunTables) -> bytes | None:
 def figure_key(name: str, run: RunTables) -> str | None:
     """The cache key of figure `name` of `run`; None for a figure that is not cached (one
     of its tables is not given, or an image it reads has no identity)."""
-    digest = hashlib.sha256(_code_digest() + name.encode() + b"\0")
+    digest = hashlib.sha256(code_digest(LIBRARIES) + name.encode() + b"\0")
     if name in PIXEL_FIGURES:
         shown = _shown_digest(name, run)
         if shown is None:
