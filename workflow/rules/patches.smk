@@ -8,7 +8,8 @@
 # patches' rows, from which the manifest is built without opening every shard; the
 # manifest's rule deletes the shards no batch lists. The ROI table is an ancient()
 # input, so rewriting it alone reruns nothing. dicom_root is passed apart: images whose
-# real path leaves it are refused, never read.
+# real path leaves it are refused, never read. Extraction jobs are on the way to the
+# manifest and everything after it, so they go before the figures of stage 2 (priority).
 
 
 rule extract_patches:

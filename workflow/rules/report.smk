@@ -3,7 +3,8 @@
 # (`snakemake --report report.html`). They read the small tables written after
 # collect_patches, and only a bounded, seeded sample of shards and images.
 # - plot_rois draws what stages 1 and 2 kept (image counts, ROIs per image, sizes,
-#   frames, locations): it runs beside the extraction jobs, not after the manifest.
+#   frames, locations): it runs beside the last extraction jobs, not after the manifest
+#   (extraction, on the way to the manifest, goes first: its priority).
 # - plot_funnel draws what every stage kept and refused, and the patches' balance. It
 #   counts the funnel from the same tables as summarize_run, beside it, not after it: it
 #   is the longest job after the manifest, and its priority starts it first.
