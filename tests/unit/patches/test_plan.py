@@ -105,6 +105,11 @@ def test_the_next_plan_builds_only_the_exams_whose_rows_changed(tmp_path, caplog
     os.utime(inputs.rois, ns=(1, 1))
     assert plan_batches(inputs, layout, folder) == after
     assert "unreadable, building all" in caplog.text and "3 of 3 exams built" in caplog.text
+    # JSON of another shape is unreadable too.
+    (folder / publication_key(inputs, layout) / DIGESTS).write_text("[1, 2]")
+    os.utime(inputs.rois, ns=(2, 2))
+    assert plan_batches(inputs, layout, folder) == after
+    assert "exam_digests.json is not an object of texts" in caplog.text
 
 
 def test_the_chosen_images_without_rois_get_negatives(tmp_path):

@@ -258,18 +258,28 @@ def publish_batch_specs(
     return True
 
 
+def _text_mapping(data: Any, what: object) -> dict[str, str]:
+    """`data` if it is a JSON object of texts; ValueError otherwise."""
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+    ):
+        raise ValueError(f"{what} is not an object of texts")
+    return data
+
+
 def published_build(folder: str | Path) -> ExamSpecBuild | None:
     """The specifications published last under `folder` and their exams' digests; None
     when there are none, or they cannot be read (every exam is then built)."""
-    folders = [path for path in Path(folder).glob(f"[!.]*/{DIGESTS}")]
-    if len(folders) != 1:
+    digest_files = list(Path(folder).glob(f"[!.]*/{DIGESTS}"))
+    if len(digest_files) != 1:  # none yet, or a publication left half-removed
         return None
-    published = folders[0].parent
+    published = digest_files[0].parent
     try:
         specs: dict[str, str] = {}
         for path in published.glob("b*.json"):
-            specs |= json.loads(path.read_text())
-        return ExamSpecBuild(specs, json.loads((published / DIGESTS).read_text()))
+            specs |= _text_mapping(json.loads(path.read_text()), path)
+        digests = _text_mapping(json.loads((published / DIGESTS).read_text()), DIGESTS)
+        return ExamSpecBuild(specs, digests)
     except (OSError, ValueError) as error:
         log.warning("published specifications in %s unreadable, building all: %s", folder, error)
         return None
