@@ -37,10 +37,11 @@ ROI_FIELDS = [
     "suspect_flip", "flip_fixed", "mirror", "rows", "columns",
 ]  # fmt: skip
 """What an ROI's specification reads of its rois.parquet row."""
-ROI_ROW = list(dict.fromkeys(IDENTITY + IMAGE_FIELDS + ROI_FIELDS))
+IMAGE_ROW = IDENTITY + IMAGE_FIELDS
+"""Every column `build_exam_specs` reads of an image's row (in either table): all it
+reads of a row of the negative images."""
+ROI_ROW = list(dict.fromkeys(IMAGE_ROW + ROI_FIELDS))
 """Every column `build_exam_specs` reads of a row of the ROI table."""
-NEGATIVE_ROW = IDENTITY + IMAGE_FIELDS
-"""Every column it reads of a row of the negative images."""
 LIBRARIES = ("numpy", "pandas", "pyarrow", "pydantic")
 """Libraries whose versions are part of every digest (they read the cells, write the JSON)."""
 
@@ -95,17 +96,16 @@ def build_exam_specs(
     chooses them). Exams with neither ROIs nor negatives get no job.
     SpecError if a specification breaks ExamSpec's rules (a bug: the tables are validated).
     """
-    columns = IDENTITY + IMAGE_FIELDS
-    images = rois[columns]
+    images = rois[IMAGE_ROW]
     if negatives_per_image > 0:
-        images = pd.concat([images, negative_images[columns]])
+        images = pd.concat([images, negative_images[IMAGE_ROW]])
     images = images.drop_duplicates("anon_dicom_path").sort_values(["acc_anon", "anon_dicom_path"])
     rois_by_image: dict[str, list[dict]] = {}
     for roi in frame_records(rois.sort_values("roi_index"), ROI_FIELDS):
         rois_by_image.setdefault(roi["anon_dicom_path"], []).append(roi)
     with_negatives = set(negative_images["anon_dicom_path"]) if negatives_per_image else set()
     exams: dict[int, dict[str, Any]] = {}
-    for image in frame_records(images, columns):
+    for image in frame_records(images, IMAGE_ROW):
         acc_anon = int(image["acc_anon"])
         exam = exams.setdefault(
             acc_anon, {"acc_anon": acc_anon, "empi_anon": int(image["empi_anon"]), "images": []}
@@ -143,12 +143,12 @@ def exam_digests(
     rois: pd.DataFrame, negative_images: pd.DataFrame, negatives_per_image: int
 ) -> dict[str, str]:
     """acc_anon (as text) -> a SHA-256 of everything `build_exam_specs` reads for that
-    exam: the cells of its rows (ROI_ROW of `rois`; NEGATIVE_ROW of `negative_images`
+    exam: the cells of its rows (ROI_ROW of `rois`; IMAGE_ROW of `negative_images`
     when negatives are on), `negatives_per_image`, and the code. Rows are hashed as a
     set: their order, like build_exam_specs's output, does not matter."""
     parts = [(rois, ROI_ROW, "roi")]
     if negatives_per_image > 0:
-        parts.append((negative_images, NEGATIVE_ROW, "negative"))
+        parts.append((negative_images, IMAGE_ROW, "negative"))
     hashes = pd.concat(
         [
             pd.DataFrame({"exam": _exam_keys(rows["acc_anon"]), "hash": _row_hashes(rows[c], kind)})

@@ -38,8 +38,7 @@ from embedpatch.bulk import collector_paused
 from embedpatch.config import resolve_inputs
 from embedpatch.patches.batches import BatchLayout, auto_batch_count, plan_layout
 from embedpatch.patches.exam_specs import (
-    IDENTITY,
-    IMAGE_FIELDS,
+    IMAGE_ROW,
     ExamSpecBuild,
     build_exam_specs,
     update_exam_specs,
@@ -150,7 +149,7 @@ def chosen_negative_images(inputs: SpecInputs) -> pd.DataFrame:
     rois = _read(inputs.rois, ["anon_dicom_path"])
     if inputs.negatives_per_image == 0:
         return rois.iloc[0:0]
-    columns = list(dict.fromkeys(IDENTITY + IMAGE_FIELDS + inputs.negative_choice.columns))
+    columns = list(dict.fromkeys(IMAGE_ROW + inputs.negative_choice.columns))
     candidates = negative_candidates(
         _read(inputs.filtered, columns), _read(inputs.rejected, ["anon_dicom_path"])
     )
