@@ -4,7 +4,8 @@ Needs a cluster that answers on this machine (`.ci/slurm-up.sh` sets up a one-no
 as root); skips, saying why, when there is none. The profile is used as it is: the
 only command-line additions are test conveniences (status checks from the first
 second on, SLURM logs of successful jobs kept). The run stops at the manifest; its
-shards and tables must equal those of a local run.
+shards and tables must equal those of the session's local demo run (`demo_run`: the same
+config but the batch count, which no shard or table depends on).
 """
 
 import ast
@@ -34,7 +35,7 @@ SUBMITTED = {
 }
 # Tables written next to the shards; the run must reproduce them exactly.
 TABLES = ["manifest.parquet", "rois/rejected.parquet", "rois/rois.parquet"]
-# Few batches, so that SLURM jobs hold several exams; both runs use it.
+# Few batches, so that SLURM jobs hold several exams.
 BATCHES = {"patches": {"batches": 4}}
 RUN_TIMEOUT = 600  # seconds; the run takes about 2 minutes on a 2-core machine
 
@@ -75,14 +76,6 @@ def slurm_run(cluster, tmp_path_factory) -> Path:
         "--slurm-keep-successful-logs",
     )
     assert result.returncode == 0, result.stderr[-6000:]
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("local_run")
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-4000:]
     return workdir
 
 
@@ -162,8 +155,8 @@ def shards(run_dir: Path) -> dict[str, Path]:
 
 @pytest.mark.slurm
 @pytest.mark.workflow
-def test_slurm_run_gives_the_local_run_s_patches(slurm_run, local_run):
-    on_slurm, local = shards(slurm_run), shards(local_run)
+def test_slurm_run_gives_the_local_run_s_patches(slurm_run, demo_run):
+    on_slurm, local = shards(slurm_run), shards(demo_run)
     assert on_slurm.keys() == local.keys() and local
     for name, path in local.items():
         expected, actual = read_shard(path), read_shard(on_slurm[name])
@@ -176,10 +169,10 @@ def test_slurm_run_gives_the_local_run_s_patches(slurm_run, local_run):
 @pytest.mark.slurm
 @pytest.mark.workflow
 @pytest.mark.parametrize("table", TABLES)
-def test_slurm_run_gives_the_local_run_s_tables(slurm_run, local_run, table):
+def test_slurm_run_gives_the_local_run_s_tables(slurm_run, demo_run, table):
     pd.testing.assert_frame_equal(
         pd.read_parquet(slurm_run / "results" / table),
-        pd.read_parquet(local_run / "results" / table),
+        pd.read_parquet(demo_run / "results" / table),
     )
 
 
