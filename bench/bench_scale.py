@@ -249,9 +249,10 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
     step("run", "--cores", str(CORES))
     step("noop", "--cores", str(CORES))
     if "add_10" in args.steps:
-        if not write_table(cohort, workdir, 0):  # an earlier add_10 left the full table
-            leave_out_added(cohort, workdir, configfile, added, args)
         new_exams = write_table(cohort, workdir, 0)
+        if not new_exams:  # an earlier add_10 left the full table
+            leave_out_added(cohort, workdir, configfile, added, args)
+            new_exams = write_table(cohort, workdir, 0)
         start = time.time()
         add = step("add_10", "--cores", str(CORES))
         add["added_exams"] = new_exams
