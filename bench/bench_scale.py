@@ -235,7 +235,7 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
         saved.write_text(json.dumps(result, indent=2) + "\n")  # a killed run keeps its steps
         killed = " TIMEOUT" if record["timed_out"] else ""
         print(f"  {n} {name}: {record['wall_s']} s, {record['peak_rss_mb']} MB, "
-              f"exit {record['exit']}{killed}, jobs {record['jobs'] or record['ran']}",
+              f"exit {record['exit']}{killed}, jobs {record['ran'] or record['jobs']}",
               flush=True)  # fmt: skip
         return record
 
