@@ -13,9 +13,10 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.dev-deps
 	$(BIN)/pytest
 
-# The fast tier: no Snakemake run, no server process, no exhaustive sweep (under a minute).
+# The fast tier: no Snakemake run, no server process, no exhaustive sweep (under a minute),
+# in two worker processes.
 test-fast: $(VENV)/.dev-deps
-	$(BIN)/pytest -m "not workflow and not slurm and not slow"
+	$(BIN)/pytest -n 2 -m "not workflow and not slurm and not slow"
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
