@@ -195,6 +195,11 @@ def write_table(cohort: Path, workdir: Path, leave_out: int) -> list[str]:
     return [exam for exam in exams if exam not in before and exam not in left_out]
 
 
+def run_logs(cohort: Path) -> Path:
+    """Where the Snakemake logs of a cohort's steps go."""
+    return cohort / "logs_batched"
+
+
 def first_batch(workdir: Path) -> str:
     """The first batch of the run (the job steps run it)."""
     return sorted((workdir / "results/patches/batches").glob("b*.json"))[0].stem
@@ -215,7 +220,7 @@ def bench_size(n: int | None, args: argparse.Namespace) -> dict:
     patches = RELEASE_PATCHES if release else None
     configfile = write_config(cohort, workdir, patches=patches)
     per_exam_config = write_config(cohort, workdir, PER_EXAM_BATCHES, patches)
-    logs = cohort / "logs_batched"
+    logs = run_logs(cohort)
     logs.mkdir(exist_ok=True)
     info = json.loads((cohort / "cohort.json").read_text())
     n = info["n_exams"]
@@ -290,7 +295,7 @@ def leave_out_added(
     """The added exams left out of the table again and a run to match (not measured), so
     the next add_10 really adds them."""
     write_table(cohort, workdir, added)
-    log = cohort / "logs_batched" / "remove.log"
+    log = run_logs(cohort) / "remove.log"
     record = measure(snakemake("--cores", str(CORES), configfile=configfile), workdir, log,
                      args.timeout)  # fmt: skip
     if record["exit"] != 0:
@@ -308,7 +313,7 @@ def repeat_reruns(
     """args.repeats - 1 more rounds of: the added exams left out again (a run, not
     measured), added back (add_10), every batch re-checked (recheck); each step's wall
     times, the first round's included, go to result[step]["walls"]."""
-    logs = cohort / "logs_batched"
+    logs = run_logs(cohort)
     cores = ["--cores", str(CORES)]
     for step_name in ("add_10", "recheck"):
         result[step_name]["walls"] = [result[step_name]["wall_s"]]
